@@ -1,0 +1,448 @@
+"""The server's RTSP logic: a request in, a reply and actions out (no sockets, no threads started).
+
+Theory of operation: :meth:`RtspService.handle` validates a request, consults
+the session table, and returns a :class:`Reply`: the response to send, the
+dialect to format it in, and small action objects the driver carries out
+after sending the reply (start streaming a session, end a session). Errors
+become :class:`RtspError` with their status, so every failure path is one
+place. Time is passed in (``now``), ids and SSRCs come from ``secrets``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .media import MediaError, MediaLibrary
+from .rtsp import (
+    Dialect,
+    Headers,
+    RangeError,
+    Request,
+    Response,
+    RtspError,
+    RtspStatus,
+    TransportSpec,
+    parse_npt_range,
+    parse_port_range,
+    parse_session_header,
+    parse_transport,
+)
+from .sdp import MAX_RFC2435_DIMENSION, VideoDescription, build_sdp
+from .session import (
+    LowerTransport,
+    PayloadFormat,
+    Session,
+    SessionLimitError,
+    SessionRegistry,
+    SessionState,
+    TransportChoice,
+    next_state,
+)
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "mjpeg-rtsp/0.1"
+PUBLIC_METHODS = ("OPTIONS", "DESCRIBE", "SETUP", "PLAY", "PAUSE", "TEARDOWN", "GET_PARAMETER")
+CONTROL_SUFFIX = "stream=0"
+
+
+@dataclass(frozen=True)
+class StartStreaming:
+    session: Session
+
+
+@dataclass(frozen=True)
+class EndSession:
+    session: Session
+    reason: str
+
+
+@dataclass
+class Reply:
+    response: Response
+    dialect: Dialect
+    session_id: str | None = None
+    actions: list = field(default_factory=list)
+
+
+@dataclass
+class ServerConfig:
+    fps: float = 20.0
+    max_payload: int = 1400
+    session_timeout: float = 60.0
+    server_rtp_port: int = 0
+    server_rtcp_port: int = 0
+
+
+@dataclass
+class Connection:
+    """What the logic needs to know about the RTSP connection a request came on."""
+
+    id: int
+    peer_ip: str
+    local_ip: str = "127.0.0.1"
+
+
+class RtspService:
+    def __init__(
+        self,
+        library: MediaLibrary,
+        registry: SessionRegistry,
+        config: ServerConfig,
+        clock: Callable[[], float],
+    ) -> None:
+        self.library = library
+        self.registry = registry
+        self.config = config
+        self.clock = clock
+
+    # --- entry points ---------------------------------------------------------------------
+
+    def handle(self, request: Request, conn: Connection) -> Reply:
+        """Answer one request; never raises for anything the peer sent."""
+        headers = Headers([("CSeq", request.cseq or "0")])
+        try:
+            if request.cseq is None or not request.cseq.strip().isdigit():
+                raise RtspError("missing or invalid CSeq header")
+            if request.headers.get("Require"):
+                raise RtspError(
+                    f"unsupported option {request.headers.get('Require')!r}",
+                    status=RtspStatus.OPTION_NOT_SUPPORTED,
+                )
+            method = getattr(self, "_" + request.method.lower(), None)
+            if request.method not in PUBLIC_METHODS or method is None:
+                raise RtspError(
+                    f"method {request.method} is not implemented",
+                    status=RtspStatus.NOT_IMPLEMENTED,
+                )
+            reply: Reply = method(request, conn, headers)
+        except RtspError as exc:
+            log.info("%s %s -> %d %s", request.method, request.target[:120], exc.status, exc)
+            return self.error_reply(exc, request.cseq, request.dialect, request.headers)
+        except MediaError as exc:
+            log.warning("%s %s -> %d %s", request.method, request.target[:120], exc.status, exc)
+            return self.error_reply(
+                RtspError(str(exc), status=exc.status), request.cseq, request.dialect,
+                request.headers,
+            )
+        return reply
+
+    def error_reply(
+        self,
+        error: RtspError,
+        cseq: str | None,
+        dialect: Dialect,
+        request_headers: Headers | None = None,
+    ) -> Reply:
+        headers = Headers([("CSeq", cseq or "0")])
+        session_id = None
+        if request_headers is not None and request_headers.get("Session"):
+            session_id = parse_session_header(request_headers.get("Session") or "")
+            if dialect is Dialect.STANDARD:
+                headers.add("Session", session_id)
+        if error.status == RtspStatus.OPTION_NOT_SUPPORTED and request_headers is not None:
+            headers.add("Unsupported", request_headers.get("Require") or "")
+        if error.status in (RtspStatus.NOT_IMPLEMENTED, RtspStatus.METHOD_NOT_ALLOWED):
+            headers.add("Public", ", ".join(PUBLIC_METHODS))
+        headers.add("Server", SERVER_NAME)
+        return Reply(Response(int(error.status), headers), dialect, session_id)
+
+    def expire_sessions(self, sessions: list[Session]) -> list[EndSession]:
+        """Sessions (of one connection) whose keep-alive timed out."""
+        now = self.clock()
+        return [EndSession(s, "timed out") for s in sessions if s.expired(now)]
+
+    def note_receiver_report(self, session: Session) -> None:
+        session.receiver_reports += 1
+        session.touch(self.clock())
+
+    # --- methods --------------------------------------------------------------------------
+
+    def _options(self, request: Request, conn: Connection, headers: Headers) -> Reply:
+        session = self._optional_session(request)
+        headers.add("Public", ", ".join(PUBLIC_METHODS))
+        return self._ok(request, headers, session)
+
+    def _get_parameter(self, request: Request, conn: Connection, headers: Headers) -> Reply:
+        session = self._optional_session(request)
+        return self._ok(request, headers, session)
+
+    def _describe(self, request: Request, conn: Connection, headers: Headers) -> Reply:
+        self._optional_session(request)
+        path, base_url = self._presentation(request)
+        media = self.library.open(path)
+        width, height = media.width, media.height
+        description = VideoDescription(
+            name=path.rsplit("/", 1)[-1],
+            width=width,
+            height=height,
+            fps=self.config.fps,
+            duration=media.frame_count / self.config.fps,
+            control=CONTROL_SUFFIX,
+        )
+        sdp = build_sdp(description, conn.local_ip, session_id=abs(hash(path)) % 10**10)
+        if (width % 8 or height % 8) and max(width, height) <= MAX_RFC2435_DIMENSION:
+            # RFC 2435 headers count 8-pixel blocks; give exact dimensions to those who read them.
+            sdp += f"a=x-dimensions:{width},{height}\r\n"
+        headers.add("Content-Type", "application/sdp")
+        headers.add("Content-Base", base_url + "/")
+        response = Response(200, headers, sdp.encode())
+        return Reply(response, request.dialect)
+
+    def _setup(self, request: Request, conn: Connection, headers: Headers) -> Reply:
+        path, base_url = self._presentation(request)
+        existing = self._optional_session(request)
+        state = existing.state if existing else SessionState.INIT
+        if next_state(state, "SETUP") is None:
+            raise RtspError(
+                f"SETUP not valid in state {state.value}",
+                status=RtspStatus.METHOD_NOT_VALID_IN_THIS_STATE,
+            )
+        transport_header = request.headers.get("Transport")
+        if not transport_header:
+            raise RtspError(
+                "SETUP without Transport header", status=RtspStatus.UNSUPPORTED_TRANSPORT
+            )
+        taken = {
+            ch
+            for s in self.registry.for_connection(conn.id)
+            if s is not existing and s.transport.lower is LowerTransport.INTERLEAVED
+            for ch in (s.transport.rtp_channel, s.transport.rtcp_channel)
+        }
+        choice, spec = self._choose_transport(transport_header, conn, taken)
+        media = self.library.open(path)
+        textbook = request.dialect is Dialect.TEXTBOOK
+        control_url = path if textbook else base_url + "/" + CONTROL_SUFFIX
+        if existing is not None:
+            if existing.media is not media:
+                raise RtspError(
+                    "a session plays one file", status=RtspStatus.METHOD_NOT_VALID_IN_THIS_STATE
+                )
+            with existing.lock:
+                existing.transport = choice
+                existing.touch(self.clock())
+            session = existing
+        else:
+            try:
+                session = self.registry.add(
+                    lambda session_id: Session(
+                        id=session_id,
+                        dialect=request.dialect,
+                        media=media,
+                        control_url=control_url,
+                        transport=choice,
+                        payload_format=PayloadFormat.RAW_JPEG if textbook
+                        else PayloadFormat.RFC2435,
+                        fps=self.config.fps,
+                        connection_id=conn.id,
+                        timeout=self.config.session_timeout,
+                        last_activity=self.clock(),
+                    )
+                )
+            except SessionLimitError as exc:
+                raise RtspError(str(exc), status=RtspStatus.SERVICE_UNAVAILABLE) from None
+            log.info(
+                "session %s: SETUP %s for %s (%s, %s)",
+                session.id, path, conn.peer_ip, choice.lower.value, session.payload_format.value,
+            )
+        headers.add("Session", self._session_header(session))
+        headers.add("Transport", self._transport_reply(spec, session))
+        return self._ok(request, headers, session)
+
+    def _play(self, request: Request, conn: Connection, headers: Headers) -> Reply:
+        session = self._required_session(request, "PLAY")
+        with session.lock:
+            start: float | None = None
+            end: float | None = None
+            range_header = request.headers.get("Range")
+            if range_header:
+                try:
+                    start, end = parse_npt_range(range_header)
+                except RangeError as exc:
+                    raise RtspError(str(exc), status=RtspStatus.INVALID_RANGE) from None
+            total = session.frame_count
+            if start is not None:
+                first = min(math.floor(start * session.fps + 1e-6), total)
+                if first >= total:
+                    raise RtspError(
+                        f"start {start:.3f} s is past the end ({session.duration:.3f} s)",
+                        status=RtspStatus.INVALID_RANGE,
+                    )
+                session.position = first
+            elif session.position >= total:
+                session.position = 0  # played to the end: PLAY starts over
+            stop = total if end is None else min(total, math.ceil(end * session.fps - 1e-6))
+            if stop <= session.position:
+                raise RtspError("empty range", status=RtspStatus.INVALID_RANGE)
+            session.stop_frame = stop
+            session.state = SessionState.PLAYING
+            session.generation += 1
+            session.touch(self.clock())
+            headers.add("Session", self._session_header(session))
+            headers.add(
+                "Range",
+                f"npt={session.position / session.fps:.3f}-{stop / session.fps:.3f}",
+            )
+            if session.payload_format is PayloadFormat.RFC2435:
+                headers.add(
+                    "RTP-Info",
+                    f"url={session.control_url};seq={session.next_seq};"
+                    f"rtptime={session.rtp_timestamp(session.position)}",
+                )
+            reply = self._ok(request, headers, session)
+            reply.actions.append(StartStreaming(session))
+            return reply
+
+    def _pause(self, request: Request, conn: Connection, headers: Headers) -> Reply:
+        session = self._required_session(request, "PAUSE")
+        with session.lock:
+            if session.state is SessionState.PLAYING:
+                session.state = SessionState.READY
+                session.generation += 1
+            session.touch(self.clock())
+            headers.add("Session", self._session_header(session))
+            return self._ok(request, headers, session)
+
+    def _teardown(self, request: Request, conn: Connection, headers: Headers) -> Reply:
+        session = self._required_session(request, "TEARDOWN")
+        with session.lock:
+            session.state = SessionState.INIT
+            session.generation += 1
+        headers.add("Session", session.id)
+        reply = self._ok(request, headers, session)
+        reply.actions.append(EndSession(session, "TEARDOWN"))
+        return reply
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _ok(self, request: Request, headers: Headers, session: Session | None) -> Reply:
+        headers.add("Server", SERVER_NAME)
+        return Reply(Response(200, headers), request.dialect, session.id if session else None)
+
+    def _session_header(self, session: Session) -> str:
+        if session.dialect is Dialect.TEXTBOOK:
+            return session.id
+        return f"{session.id};timeout={int(session.timeout)}"
+
+    def _optional_session(self, request: Request) -> Session | None:
+        value = request.headers.get("Session")
+        if value is None:
+            return None
+        session = self.registry.get(parse_session_header(value))
+        if session is None:
+            raise RtspError("unknown session", status=RtspStatus.SESSION_NOT_FOUND)
+        session.touch(self.clock())
+        return session
+
+    def _required_session(self, request: Request, method: str) -> Session:
+        session = self._optional_session(request)
+        if session is None:
+            raise RtspError(
+                f"{method} without a session (state Init)",
+                status=RtspStatus.METHOD_NOT_VALID_IN_THIS_STATE,
+            )
+        if next_state(session.state, method) is None:
+            raise RtspError(
+                f"{method} not valid in state {session.state.value}",
+                status=RtspStatus.METHOD_NOT_VALID_IN_THIS_STATE,
+            )
+        return session
+
+    def _presentation(self, request: Request) -> tuple[str, str]:
+        """(media path, presentation URL) of a request target, without the control suffix."""
+        target = request.target
+        if request.dialect is Dialect.TEXTBOOK:
+            path = target
+            base_url = target
+        else:
+            parsed = urllib.parse.urlsplit(target)
+            if parsed.scheme.lower() not in ("rtsp", "rtspu", "rtsps") or not parsed.netloc:
+                raise RtspError(f"bad request URL {target[:120]!r}")
+            path = parsed.path
+            netloc = parsed.netloc.rsplit("@", 1)[-1]  # never echo credentials
+            base_url = f"{parsed.scheme}://{netloc}{path.rstrip('/')}"
+        stripped = path.rstrip("/")
+        if stripped.endswith("/" + CONTROL_SUFFIX):
+            stripped = stripped[: -len(CONTROL_SUFFIX) - 1]
+            base_url = base_url[: -len(CONTROL_SUFFIX) - 1]
+        return stripped, base_url
+
+    def _choose_transport(
+        self, header: str, conn: Connection, taken_channels: set[int]
+    ) -> tuple[TransportChoice, TransportSpec]:
+        reasons = []
+        for spec in parse_transport(header):
+            protocol = spec.protocol.upper()
+            lower = spec.lower_transport
+            if not protocol.startswith("RTP/AVP") and protocol != "RTP/UDP":
+                reasons.append(f"{spec.protocol}: unsupported profile")
+                continue
+            if spec.is_multicast:
+                reasons.append(f"{spec.protocol}: multicast not offered")
+                continue
+            mode = (spec.param("mode") or "PLAY").strip('"').upper()
+            if mode != "PLAY":
+                reasons.append(f"mode {mode} not supported")
+                continue
+            try:
+                if lower == "UDP":
+                    ports = spec.param("client_port")
+                    if not ports:
+                        reasons.append("UDP without client_port")
+                        continue
+                    rtp, rtcp = parse_port_range(ports)
+                    if rtp == 0:
+                        reasons.append("client_port 0")
+                        continue
+                    if protocol == "RTP/UDP":
+                        rtcp = None  # the textbook client has no RTCP port
+                    elif rtcp is None:
+                        rtcp = rtp + 1
+                    # RTP goes only to the peer that set the session up; destination= is ignored.
+                    return TransportChoice(LowerTransport.UDP, conn.peer_ip, rtp, rtcp), spec
+                if lower == "TCP":
+                    channels = spec.param("interleaved")
+                    if channels:
+                        low, high = parse_port_range(channels)
+                        high = low + 1 if high is None else high
+                        if low > 255 or high > 255:
+                            raise ValueError("channel out of range")
+                    else:
+                        low, high = 0, 1
+                    while low in taken_channels or high in taken_channels:
+                        low, high = low + 2, high + 2
+                    if high > 255:
+                        reasons.append("no free interleaved channels")
+                        continue
+                    return TransportChoice(
+                        LowerTransport.INTERLEAVED, conn.peer_ip,
+                        rtp_channel=low, rtcp_channel=high,
+                    ), spec
+            except ValueError as exc:
+                reasons.append(f"{spec.protocol}: {exc}")
+                continue
+            reasons.append(f"{spec.protocol}: unsupported lower transport")
+        raise RtspError(
+            "no acceptable transport: " + "; ".join(reasons or ["empty Transport"]),
+            status=RtspStatus.UNSUPPORTED_TRANSPORT,
+        )
+
+    def _transport_reply(self, spec: TransportSpec, session: Session) -> str:
+        t = session.transport
+        ssrc = f"ssrc={session.ssrc:08X}"
+        if t.lower is LowerTransport.INTERLEAVED:
+            return f"RTP/AVP/TCP;unicast;interleaved={t.rtp_channel}-{t.rtcp_channel};{ssrc}"
+        if t.rtcp_port is None:
+            return (
+                f"{spec.protocol};unicast;client_port={t.rtp_port};"
+                f"server_port={self.config.server_rtp_port}"
+            )
+        return (
+            f"{spec.protocol};unicast;client_port={t.rtp_port}-{t.rtcp_port};"
+            f"server_port={self.config.server_rtp_port}-{self.config.server_rtcp_port};{ssrc}"
+        )
+

@@ -1,0 +1,187 @@
+"""RTSP sessions: the state machine as data, per-session stream state, the registry.
+
+Theory of operation: RFC 2326 appendix A.2 gives the server's states; here
+they are the table :data:`TRANSITIONS`, ``(state, method) -> new state``. A
+pair missing from the table is answered 455 and leaves the state as it was.
+A :class:`Session` also carries what its stream needs (SSRC, next sequence
+number, RTP timestamp base, next frame); the pacing scheduler changes those
+under ``session.lock`` and skips work queued for an older ``generation``, so a
+PAUSE or a new PLAY takes effect at once without the scheduler being told.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .rtsp import Dialect
+
+
+class SessionState(enum.Enum):
+    INIT = "Init"
+    READY = "Ready"
+    PLAYING = "Playing"
+
+
+S = SessionState
+# RFC 2326 A.2 for a play-only server; methods that never change state are listed too.
+TRANSITIONS: dict[tuple[SessionState, str], SessionState] = {
+    (S.INIT, "SETUP"): S.READY,
+    (S.INIT, "TEARDOWN"): S.INIT,
+    (S.READY, "SETUP"): S.READY,
+    (S.READY, "PLAY"): S.PLAYING,
+    (S.READY, "PAUSE"): S.READY,
+    (S.READY, "TEARDOWN"): S.INIT,
+    (S.PLAYING, "PLAY"): S.PLAYING,
+    (S.PLAYING, "PAUSE"): S.READY,
+    (S.PLAYING, "TEARDOWN"): S.INIT,
+}
+STATELESS_METHODS = frozenset({"OPTIONS", "DESCRIBE", "GET_PARAMETER"})
+for _state in SessionState:
+    for _method in STATELESS_METHODS:
+        TRANSITIONS[(_state, _method)] = _state
+
+
+def next_state(state: SessionState, method: str) -> SessionState | None:
+    """The state after ``method`` in ``state``, or None when the method is not valid there."""
+    return TRANSITIONS.get((state, method))
+
+
+class PayloadFormat(enum.Enum):
+    RFC2435 = "rfc2435"  # standard players
+    RAW_JPEG = "raw"  # the textbook client: one whole JPEG per datagram
+
+
+class LowerTransport(enum.Enum):
+    UDP = "udp"
+    INTERLEAVED = "interleaved"
+
+
+@dataclass(frozen=True)
+class TransportChoice:
+    """Where a session's packets go, as negotiated by SETUP."""
+
+    lower: LowerTransport
+    client_ip: str = ""
+    rtp_port: int = 0
+    rtcp_port: int | None = None
+    rtp_channel: int = 0
+    rtcp_channel: int = 1
+
+
+def new_session_id() -> str:
+    """20 decimal digits from ``secrets`` (66 bits): the textbook client parses ids with int()."""
+    return str(10**19 + secrets.randbelow(9 * 10**19))
+
+
+@dataclass(eq=False)
+class Session:
+    id: str
+    dialect: Dialect
+    media: object  # media.MjpegFile
+    control_url: str
+    transport: TransportChoice
+    payload_format: PayloadFormat
+    fps: float
+    connection_id: int
+    timeout: float
+    last_activity: float
+    ssrc: int = field(default_factory=lambda: secrets.randbits(32))
+    next_seq: int = 0
+    timestamp_base: int = field(default_factory=lambda: secrets.randbits(32))
+    position: int = 0  # next frame to send
+    stop_frame: int | None = None  # exclusive end of the PLAY range
+    state: SessionState = SessionState.READY
+    generation: int = 0
+    packets_sent: int = 0
+    octets_sent: int = 0
+    frames_sent: int = 0
+    packets_dropped: int = 0
+    receiver_reports: int = 0
+    sink: object | None = None  # set by the driver when streaming starts
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def __post_init__(self) -> None:
+        if self.payload_format is PayloadFormat.RAW_JPEG:
+            self.next_seq = 1  # the textbook client takes sequence numbers for frame numbers
+        else:
+            self.next_seq = secrets.randbits(16)
+
+    @property
+    def uses_keepalive(self) -> bool:
+        # The textbook client never sends keep-alives; its session lives as long as its connection.
+        return self.dialect is Dialect.STANDARD
+
+    @property
+    def frame_count(self) -> int:
+        return self.media.frame_count  # type: ignore[attr-defined]
+
+    @property
+    def duration(self) -> float:
+        return self.frame_count / self.fps
+
+    def rtp_timestamp(self, frame: int) -> int:
+        """One 90 kHz timestamp per frame, from its position in the file."""
+        return (self.timestamp_base + round(frame * 90000 / self.fps)) & 0xFFFFFFFF
+
+    def touch(self, now: float) -> None:
+        self.last_activity = now
+
+    def expired(self, now: float) -> bool:
+        return self.uses_keepalive and now - self.last_activity > self.timeout
+
+
+class SessionLimitError(Exception):
+    pass
+
+
+class SessionRegistry:
+    """All sessions of a server, by id; enforces the session limit."""
+
+    def __init__(self, max_sessions: int, make_id: Callable[[], str] = new_session_id) -> None:
+        self.max_sessions = max_sessions
+        self._make_id = make_id
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def add(self, build: Callable[[str], Session]) -> Session:
+        with self._lock:
+            if len(self._sessions) >= self.max_sessions:
+                raise SessionLimitError(f"{self.max_sessions} sessions already")
+            session_id = self._make_id()
+            while session_id in self._sessions:
+                session_id = self._make_id()
+            session = build(session_id)
+            self._sessions[session_id] = session
+            return session
+
+    def get(self, session_id: str) -> Session | None:
+        with self._lock:
+            return self._sessions.get(session_id)
+
+    def remove(self, session: Session) -> bool:
+        with self._lock:
+            return self._sessions.pop(session.id, None) is not None
+
+    def for_connection(self, connection_id: int) -> list[Session]:
+        with self._lock:
+            return [s for s in self._sessions.values() if s.connection_id == connection_id]
+
+    def find_by_rtcp_source(self, ip: str, port: int) -> Session | None:
+        with self._lock:
+            for session in self._sessions.values():
+                t = session.transport
+                if t.lower is LowerTransport.UDP and t.client_ip == ip and t.rtcp_port == port:
+                    return session
+        return None
+
+    def all(self) -> list[Session]:
+        with self._lock:
+            return list(self._sessions.values())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)
