@@ -1,0 +1,276 @@
+"""RTSP/RTP Motion-JPEG streaming server.
+
+Usage: ``python Server.py [PORT] [--root DIR] ...`` (``--help`` explains every
+option). Serves every ``.mjpeg``/``.mjpg``/``.Mjpeg`` file of the media folder to
+the networking course's textbook client and to standard players (ffplay, VLC,
+GStreamer) at the same time. Ctrl+C stops it cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import itertools
+import logging
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from mjpeg_rtsp.media import MediaLibrary
+from mjpeg_rtsp.rfc2435 import DEFAULT_MAX_PAYLOAD
+from mjpeg_rtsp.service import RtspService, ServerConfig
+from mjpeg_rtsp.session import Session, SessionRegistry, SessionState
+from mjpeg_rtsp.streaming import (
+    PacingScheduler,
+    UdpEndpoint,
+    describe_receiver_reports,
+    rtcp_bye,
+)
+from ServerWorker import ServerWorker
+
+log = logging.getLogger("Server")
+
+DEFAULT_PORT = 8554
+
+
+class StreamingServer:
+    """The listening socket, one worker thread per connection, the pacing thread, the UDP ports."""
+
+    def __init__(
+        self,
+        root: str = ".",
+        host: str = "0.0.0.0",
+        port: int = DEFAULT_PORT,
+        fps: float = 20.0,
+        max_sessions: int = 100,
+        session_timeout: float = 60.0,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.listener = socket.create_server((host, port), family=family, backlog=64)
+        try:
+            self.udp = UdpEndpoint(host, family, self._on_rtcp)
+        except OSError:
+            self.listener.close()
+            raise
+        self.host = host
+        self.port = self.listener.getsockname()[1]
+        self.library = MediaLibrary(root)
+        self.registry = SessionRegistry(max_sessions)
+        self.config = ServerConfig(
+            fps=fps,
+            max_payload=max_payload,
+            session_timeout=session_timeout,
+            server_rtp_port=self.udp.rtp_port,
+            server_rtcp_port=self.udp.rtcp_port,
+        )
+        self.service = RtspService(self.library, self.registry, self.config, clock)
+        self.scheduler = PacingScheduler(max_payload, clock)
+        self.stopping = False
+        self._workers: dict[int, tuple[threading.Thread, ServerWorker]] = {}
+        self._workers_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._accept_thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+
+    # --- life cycle -----------------------------------------------------------------------
+
+    def urls(self) -> list[str]:
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1" if host != "::" else "[::1]"
+        elif ":" in host:
+            host = f"[{host}]"
+        return [f"rtsp://{host}:{self.port}/{name}" for name in self.library.list_media()]
+
+    def start(self) -> None:
+        """Start the pacing and RTCP threads and accept connections in a thread of its own."""
+        self.scheduler.start()
+        self.udp.start()
+        self._accept_thread = threading.Thread(target=self._accept_loop, name="accept", daemon=True)
+        self._accept_thread.start()
+
+    def serve_forever(self) -> None:
+        self.scheduler.start()
+        self.udp.start()
+        self._accept_loop()
+
+    def _accept_loop(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.listener, selectors.EVENT_READ)
+            while not self.stopping:
+                if not selector.select(timeout=0.25):
+                    continue
+                try:
+                    sock, address = self.listener.accept()
+                except OSError:
+                    continue
+                self._spawn(sock, address)
+        self._stopped.set()
+
+    def _spawn(self, sock: socket.socket, address: tuple) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(self.config.session_timeout)  # bounds a send to a stalled client
+        connection_id = next(self._ids)
+        worker = ServerWorker(self, sock, address, connection_id)
+        thread = threading.Thread(
+            target=self._run_worker, args=(worker,), name=f"rtsp-{connection_id}", daemon=True
+        )
+        with self._workers_lock:
+            self._workers[connection_id] = (thread, worker)
+        thread.start()
+
+    def _run_worker(self, worker: ServerWorker) -> None:
+        try:
+            worker.run()
+        except Exception:  # the one place a worker's unexpected error is reported
+            log.exception("connection %d failed", worker.connection.id)
+        finally:
+            with self._workers_lock:
+                self._workers.pop(worker.connection.id, None)
+
+    def shutdown(self) -> None:
+        """Tear every session down, close every connection and socket, stop the threads."""
+        self.stopping = True
+        if self._accept_thread is not None:
+            self._accept_thread.join(timeout=2)
+        with self._workers_lock:
+            workers = list(self._workers.values())
+        for _, worker in workers:
+            try:
+                worker.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for thread, _ in workers:
+            thread.join(timeout=5)
+        for session in self.registry.all():
+            self.end_session(session, "server shutting down")
+        self.scheduler.stop()
+        self.udp.stop()
+        self.listener.close()
+
+    def connection_count(self) -> int:
+        with self._workers_lock:
+            return len(self._workers)
+
+    # --- sessions -------------------------------------------------------------------------
+
+    def end_session(self, session: Session, reason: str) -> None:
+        if not self.registry.remove(session):
+            return
+        with session.lock:
+            was_playing = session.state is SessionState.PLAYING
+            session.state = SessionState.INIT
+            session.generation += 1
+            sink, session.sink = session.sink, None
+            if sink is not None and session.dialect.value == "standard" and was_playing:
+                timestamp = session.rtp_timestamp(session.position)
+                sink.send_rtcp(rtcp_bye(session, time.time(), timestamp, reason))
+        log.info(
+            "session %s ended (%s): %d frames, %d packets sent, %d dropped, %d receiver reports",
+            session.id, reason, session.frames_sent, session.packets_sent,
+            session.packets_dropped, session.receiver_reports,
+        )
+
+    def _on_rtcp(self, address: tuple, packets: list) -> None:
+        session = self.registry.find_by_rtcp_source(address[0], address[1])
+        if session is None:
+            log.debug("RTCP from unknown source %s", address)
+            return
+        self.service.note_receiver_report(session)
+        log.debug("session %s: RTCP %s", session.id, describe_receiver_reports(packets))
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def port_number(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="Server.py",
+        description="Stream Motion-JPEG files over RTSP/RTP to the course's textbook client "
+        "and to standard players (ffplay, VLC, GStreamer).",
+    )
+    parser.add_argument("port", nargs="?", type=port_number, default=DEFAULT_PORT,
+                        help=f"RTSP port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
+    parser.add_argument("--root", default=".",
+                        help="media folder: files in it (and below) are served, nothing outside "
+                        "(default: the current directory)")
+    parser.add_argument("--host", default="0.0.0.0",
+                        help="address to listen on (default 0.0.0.0, all IPv4 interfaces; "
+                        "'::' for IPv6)")
+    parser.add_argument("--fps", type=positive_float, default=20.0,
+                        help="frame rate of the files, which MJPEG does not record (default 20)")
+    parser.add_argument("--max-sessions", type=int, default=100,
+                        help="sessions at once; further SETUPs get 503 (default 100)")
+    parser.add_argument("--session-timeout", type=positive_float, default=60.0,
+                        help="seconds without keep-alive (any request or RTCP report) before a "
+                        "standard client's session ends (default 60)")
+    parser.add_argument("--mtu", type=int, default=DEFAULT_MAX_PAYLOAD,
+                        help="largest RTP payload in bytes for standard clients "
+                        f"(default {DEFAULT_MAX_PAYLOAD})")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log more (-v: each request; -vv: protocol details)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.max_sessions < 1:
+        print("error: --max-sessions must be at least 1", file=sys.stderr)
+        return 2
+    if not 200 <= args.mtu <= 65000:
+        print("error: --mtu must be between 200 and 65000", file=sys.stderr)
+        return 2
+    level = logging.WARNING - 10 * min(args.verbose + 1, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        server = StreamingServer(
+            root=args.root, host=args.host, port=args.port, fps=args.fps,
+            max_sessions=args.max_sessions, session_timeout=args.session_timeout,
+            max_payload=args.mtu,
+        )
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            print(f"error: port {args.port} is already in use", file=sys.stderr)
+        else:
+            print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror}",
+                  file=sys.stderr)
+        return 1
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    urls = server.urls()
+    print(f"RTSP server listening on port {server.port}, media folder {server.library.root}")
+    for url in urls or [f"rtsp://127.0.0.1:{server.port}/<file>.mjpeg (no media files found)"]:
+        print(f"  {url}")
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        print("server stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""One RTSP connection: read -> parse -> session logic -> reply; starts and stops streaming.
+
+The classic course design keeps one worker thread per client connection; so
+do we. The worker owns its socket. Protocol decisions are made by
+:class:`mjpeg_rtsp.service.RtspService`; this file only moves bytes and
+carries out the actions it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+from typing import TYPE_CHECKING
+
+from mjpeg_rtsp.rtcp import RtcpError, parse_compound
+from mjpeg_rtsp.rtsp import (
+    NEED_DATA,
+    Dialect,
+    InterleavedFrame,
+    Request,
+    RtspError,
+    RtspReader,
+    format_response,
+)
+from mjpeg_rtsp.service import Connection, EndSession, Reply, StartStreaming
+from mjpeg_rtsp.session import LowerTransport
+from mjpeg_rtsp.streaming import ConnectionWriter, InterleavedSink, describe_receiver_reports
+
+if TYPE_CHECKING:
+    from Server import StreamingServer
+
+log = logging.getLogger("ServerWorker")
+
+POLL_INTERVAL = 1.0
+# The textbook client sends each request in one write and no blank line after it:
+# once its socket has been quiet this long, the request is complete.
+TEXTBOOK_QUIET = 0.02
+RECV_SIZE = 65536
+
+
+class ServerWorker:
+    def __init__(
+        self, server: StreamingServer, sock: socket.socket, address: tuple, connection_id: int
+    ) -> None:
+        self.server = server
+        self.sock = sock
+        self.address = address
+        local_ip = sock.getsockname()[0]
+        self.connection = Connection(connection_id, address[0], local_ip)
+        self.reader = RtspReader()
+        self.writer = ConnectionWriter(sock)
+        self.closing = False
+
+    def run(self) -> None:
+        log.info("connection %d from %s:%d", self.connection.id, *self.address[:2])
+        try:
+            self._serve()
+        except OSError as exc:
+            log.info("connection %d: %s", self.connection.id, exc)
+        finally:
+            for session in self.server.registry.for_connection(self.connection.id):
+                self.server.end_session(session, "connection closed")
+            self.writer.close()
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            log.info("connection %d closed", self.connection.id)
+
+    def _serve(self) -> None:
+        while not self.closing and not self.server.stopping:
+            pending = self.reader.pending_textbook_request()
+            readable, _, _ = select.select(
+                [self.sock], [], [], TEXTBOOK_QUIET if pending else POLL_INTERVAL
+            )
+            if not readable:
+                if pending:
+                    request = self.reader.flush_textbook_request()
+                    if request is not None:
+                        self._answer(request)
+                for action in self.server.service.expire_sessions(
+                    self.server.registry.for_connection(self.connection.id)
+                ):
+                    log.info("session %s: no keep-alive for %.0f s", action.session.id,
+                             action.session.timeout)
+                    self.server.end_session(action.session, action.reason)
+                continue
+            data = self.sock.recv(RECV_SIZE)
+            self.reader.receive_data(data)
+            self._drain()
+            if not data:
+                return
+
+    def _drain(self) -> None:
+        while not self.closing:
+            try:
+                event = self.reader.next_event()
+            except RtspError as exc:
+                log.info("connection %d: %s", self.connection.id, exc)
+                self._send(self.server.service.error_reply(exc, exc.cseq, exc.dialect))
+                if exc.fatal:
+                    self.closing = True
+                continue
+            if event is NEED_DATA:
+                return
+            if isinstance(event, Request):
+                self._answer(event)
+            elif isinstance(event, InterleavedFrame):
+                self._interleaved(event)
+            # Responses from the client (to requests we never send) are ignored.
+
+    def _answer(self, request: Request) -> None:
+        reply = self.server.service.handle(request, self.connection)
+        log.debug("%s %s -> %d", request.method, request.target, reply.response.status)
+        self._send(reply)
+        for action in reply.actions:
+            if isinstance(action, StartStreaming):
+                session = action.session
+                if session.sink is None:
+                    if session.transport.lower is LowerTransport.INTERLEAVED:
+                        t = session.transport
+                        session.sink = InterleavedSink(self.writer, t.rtp_channel, t.rtcp_channel)
+                    else:
+                        session.sink = self.server.udp.sink(session)
+                self.server.scheduler.play(session)
+            elif isinstance(action, EndSession):
+                self.server.end_session(action.session, action.reason)
+
+    def _send(self, reply: Reply) -> None:
+        data = format_response(reply.response, reply.dialect, reply.session_id)
+        if reply.dialect is Dialect.TEXTBOOK:
+            log.debug("reply (textbook dialect): %r", data)
+        self.writer.send_reply(data)
+
+    def _interleaved(self, frame: InterleavedFrame) -> None:
+        for session in self.server.registry.for_connection(self.connection.id):
+            t = session.transport
+            if t.lower is LowerTransport.INTERLEAVED and frame.channel == t.rtcp_channel:
+                try:
+                    packets = parse_compound(frame.data)
+                except RtcpError as exc:
+                    log.debug("session %s: bad RTCP: %s", session.id, exc)
+                    return
+                self.server.service.note_receiver_report(session)
+                log.debug("session %s: RTCP %s", session.id, describe_receiver_reports(packets))
+                return

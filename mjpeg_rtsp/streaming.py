@@ -1,0 +1,411 @@
+"""Sending media: the pacing scheduler, the transports, RTCP sender reports.
+
+Theory of operation: one scheduler thread serves every playing session. Its
+heap holds one entry per playing session, keyed by the absolute time its next
+frame is due: ``start + (frame - first_frame) / fps``. Deadlines are computed
+from the frame number, never accumulated, so a stream cannot drift however
+long it plays. A frame's payloads come from the file's shared cache (built once
+for all sessions), only the 12-byte RTP header is made per session.
+
+Sends never block the scheduler: UDP sockets are non-blocking (a full buffer
+drops the packet and counts it), and interleaved sessions hand whole frames to
+their connection's writer thread through a bounded queue (a slow reader loses
+frames, nobody else waits). An entry whose session has moved on (PAUSE, a new
+PLAY, TEARDOWN: ``session.generation`` changed) is simply discarded.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import queue
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .rtcp import (
+    Bye,
+    ReceiverReport,
+    RtcpError,
+    SenderReport,
+    SourceDescription,
+    build_compound,
+    ntp_from_unix,
+    parse_compound,
+)
+from .rtp import PT_JPEG, pack_header
+from .rtsp import format_interleaved
+from .session import LowerTransport, PayloadFormat, Session, SessionState
+
+log = logging.getLogger(__name__)
+
+SENDER_REPORT_INTERVAL = 5.0
+CNAME = "mjpeg-rtsp@" + socket.gethostname()
+MAX_UDP_PAYLOAD = 65507
+
+
+class UdpSink:
+    """Packets of one session over UDP, through the server's shared RTP/RTCP sockets."""
+
+    def __init__(
+        self,
+        rtp_socket: socket.socket,
+        rtcp_socket: socket.socket,
+        rtp_address: tuple[str, int],
+        rtcp_address: tuple[str, int] | None,
+    ) -> None:
+        self.rtp_socket, self.rtcp_socket = rtp_socket, rtcp_socket
+        self.rtp_address, self.rtcp_address = rtp_address, rtcp_address
+        self.errors = 0
+
+    def send_rtp(self, packets: list[tuple[bytes, bytes]]) -> int:
+        """Send (header, payload) pairs; return how many were dropped."""
+        dropped = 0
+        for header, payload in packets:
+            try:
+                self.rtp_socket.sendmsg((header, payload), (), 0, self.rtp_address)
+            except BlockingIOError:
+                dropped += 1
+            except OSError as exc:
+                dropped += 1
+                self._error(exc)
+        return dropped
+
+    def send_rtcp(self, data: bytes) -> None:
+        if self.rtcp_address is None:
+            return
+        try:
+            self.rtcp_socket.sendto(data, self.rtcp_address)
+        except OSError as exc:
+            self._error(exc)
+
+    def _error(self, exc: OSError) -> None:
+        self.errors += 1
+        if self.errors == 1:
+            log.warning("sending to %s failed: %s", self.rtp_address, exc)
+
+    def close(self) -> None:
+        pass  # the sockets are the server's
+
+
+class ConnectionWriter:
+    """Serialises writes to one RTSP connection: replies, and media frames from a bounded queue."""
+
+    def __init__(self, sock: socket.socket, max_queued_frames: int = 64) -> None:
+        self.sock = sock
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(max_queued_frames)
+        self._thread: threading.Thread | None = None
+        self.closed = False
+        self.frames_dropped = 0
+
+    def send_reply(self, data: bytes) -> None:
+        with self._lock:
+            self.sock.sendall(data)
+
+    def send_media(self, data: bytes) -> bool:
+        """Queue one frame's worth of ``$`` frames; False (and dropped) when the queue is full."""
+        if self.closed:
+            return False
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._drain, name="interleaved-writer", daemon=True
+                    )
+                    self._thread.start()
+        try:
+            self._queue.put_nowait(data)
+            return True
+        except queue.Full:
+            self.frames_dropped += 1
+            return False
+
+    def _drain(self) -> None:
+        while True:
+            data = self._queue.get()
+            if data is None:
+                return
+            try:
+                with self._lock:
+                    self.sock.sendall(data)
+            except OSError:
+                self.closed = True
+                return
+
+    def close(self) -> None:
+        self.closed = True
+        if self._thread is not None:
+            while True:  # make room for the sentinel
+                try:
+                    self._queue.put_nowait(None)
+                    break
+                except queue.Full:
+                    try:
+                        self._queue.get_nowait()
+                    except queue.Empty:
+                        pass
+            self._thread.join(timeout=2)
+
+
+class InterleavedSink:
+    """Packets of one session as ``$`` frames on its RTSP connection (RFC 2326 section 10.12)."""
+
+    def __init__(self, writer: ConnectionWriter, rtp_channel: int, rtcp_channel: int) -> None:
+        self.writer = writer
+        self.rtp_channel, self.rtcp_channel = rtp_channel, rtcp_channel
+
+    def send_rtp(self, packets: list[tuple[bytes, bytes]]) -> int:
+        data = b"".join(format_interleaved(self.rtp_channel, h + p) for h, p in packets)
+        return 0 if self.writer.send_media(data) else len(packets)
+
+    def send_rtcp(self, data: bytes) -> None:
+        self.writer.send_media(format_interleaved(self.rtcp_channel, data))
+
+    def close(self) -> None:
+        pass  # the writer belongs to the connection
+
+
+def rtcp_sender_report(session: Session, wallclock: float, rtp_timestamp: int) -> bytes:
+    """SR + SDES CNAME compound (RFC 3550 section 6.1, 6.4.1)."""
+    return build_compound(
+        SenderReport(
+            ssrc=session.ssrc,
+            ntp_timestamp=ntp_from_unix(wallclock),
+            rtp_timestamp=rtp_timestamp,
+            packet_count=session.packets_sent & 0xFFFFFFFF,
+            octet_count=session.octets_sent & 0xFFFFFFFF,
+        ),
+        SourceDescription.cname(session.ssrc, CNAME),
+    )
+
+
+def rtcp_bye(session: Session, wallclock: float, rtp_timestamp: int, reason: str) -> bytes:
+    """SR + SDES + BYE: tells standard players the stream has ended (RFC 3550 section 6.6)."""
+    return rtcp_sender_report(session, wallclock, rtp_timestamp) + bytes(
+        Bye((session.ssrc,), reason.encode()[:255])
+    )
+
+
+@dataclass
+class _Pace:
+    """Schedule of one PLAY: frame ``first_frame`` was due at ``start``."""
+
+    session: Session
+    generation: int
+    start: float
+    first_frame: int
+    last_report: float = float("-inf")
+
+
+class PacingScheduler:
+    """One thread that sends every playing session's frames on time."""
+
+    def __init__(
+        self,
+        max_payload: int,
+        clock: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], float] = time.time,
+    ) -> None:
+        self.max_payload = max_payload
+        self.clock, self.wallclock = clock, wallclock
+        self._heap: list[tuple[float, int, _Pace]] = []
+        self._counter = itertools.count()
+        self._cond = threading.Condition()
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self.late_frames = 0
+        self.on_stream_end: Callable[[Session], None] | None = None
+
+    def start(self) -> None:
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name="pacing", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._running = False
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def play(self, session: Session) -> None:
+        """Start sending ``session`` from its current position now (called after the PLAY reply)."""
+        with session.lock:
+            pace = _Pace(session, session.generation, self.clock(), session.position)
+        with self._cond:
+            heapq.heappush(self._heap, (pace.start, next(self._counter), pace))
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._running:
+                    if self._heap:
+                        delay = self._heap[0][0] - self.clock()
+                        if delay <= 0:
+                            break
+                        self._cond.wait(delay)
+                    else:
+                        self._cond.wait()
+                if not self._running:
+                    return
+                deadline, _, pace = heapq.heappop(self._heap)
+            try:
+                due = self._send_frame(pace, deadline)
+            except Exception:  # one broken session must not stop everyone's stream
+                log.exception("session %s: stream stopped by an error", pace.session.id)
+                self._finish(pace.session, pace.generation, "error")
+                due = None
+            if due is not None:
+                with self._cond:
+                    heapq.heappush(self._heap, (due, next(self._counter), pace))
+
+    def _send_frame(self, pace: _Pace, deadline: float) -> float | None:
+        session = pace.session
+        with session.lock:
+            if session.generation != pace.generation or session.state is not SessionState.PLAYING:
+                return None
+            sink = session.sink
+            frame = session.position
+            stop = session.stop_frame if session.stop_frame is not None else session.frame_count
+            if sink is None or frame >= stop:
+                return None
+            timestamp = session.rtp_timestamp(frame)
+            now = self.clock()
+            if now - deadline > 1.0 / session.fps:
+                self.late_frames += 1
+            standard = session.payload_format is PayloadFormat.RFC2435
+            if standard and now - pace.last_report >= SENDER_REPORT_INTERVAL:
+                # The RTP time of "now" on this stream's clock, for the SR's NTP/RTP pair.
+                now_rtp = (timestamp + round((now - deadline) * 90000)) & 0xFFFFFFFF
+                sink.send_rtcp(rtcp_sender_report(session, self.wallclock(), now_rtp))
+                pace.last_report = now
+            payloads = self._payloads(session, frame)
+            packets = []
+            seq = session.next_seq
+            last = len(payloads) - 1
+            for i, payload in enumerate(payloads):
+                header = pack_header(PT_JPEG, seq, timestamp, session.ssrc, i == last)
+                packets.append((header, payload))
+                seq = (seq + 1) & 0xFFFF
+            session.next_seq = seq
+            dropped = sink.send_rtp(packets)
+            session.packets_sent += len(packets) - dropped
+            session.packets_dropped += dropped
+            session.octets_sent += sum(len(p) for p in payloads)
+            session.frames_sent += 1
+            session.position = frame + 1
+            if session.position >= stop:
+                if standard:
+                    sink.send_rtcp(rtcp_bye(session, self.wallclock(), timestamp, "end of stream"))
+                session.state = SessionState.READY
+                session.generation += 1
+                log.info("session %s: end of stream after %d frames", session.id, stop)
+                return None
+            return pace.start + (session.position - pace.first_frame) / session.fps
+
+    def _payloads(self, session: Session, frame: int) -> tuple[bytes, ...]:
+        media = session.media
+        if session.payload_format is PayloadFormat.RAW_JPEG:
+            payloads = media.raw_payload(frame)  # type: ignore[attr-defined]
+            if len(payloads[0]) > MAX_UDP_PAYLOAD - 12:
+                raise ValueError(f"frame {frame} is too large for one datagram")
+            return payloads
+        return media.rtp_payloads(frame, self.max_payload)  # type: ignore[attr-defined]
+
+    def _finish(self, session: Session, generation: int, reason: str) -> None:
+        with session.lock:
+            if session.generation == generation and session.state is SessionState.PLAYING:
+                session.state = SessionState.READY
+                session.generation += 1
+
+
+def bind_rtp_pair(host: str, family: int) -> tuple[socket.socket, socket.socket]:
+    """Two UDP sockets on an even port and the next odd one (RFC 3550 section 11)."""
+    for _ in range(100):
+        rtp = socket.socket(family, socket.SOCK_DGRAM)
+        rtp.bind((host, 0))
+        port = rtp.getsockname()[1]
+        if port % 2 == 0 and port < 65535:
+            rtcp = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                rtcp.bind((host, port + 1))
+            except OSError:
+                rtcp.close()
+                rtp.close()
+                continue
+            for s in (rtp, rtcp):
+                s.setblocking(False)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            return rtp, rtcp
+        rtp.close()
+    raise OSError("could not find a free even/odd UDP port pair")
+
+
+class UdpEndpoint:
+    """The server's RTP/RTCP sockets and the thread that reads what clients send to them."""
+
+    def __init__(self, host: str, family: int, on_rtcp: Callable[[tuple, list], None]) -> None:
+        self.rtp_socket, self.rtcp_socket = bind_rtp_pair(host, family)
+        self.rtp_port = self.rtp_socket.getsockname()[1]
+        self.rtcp_port = self.rtcp_socket.getsockname()[1]
+        self._on_rtcp = on_rtcp
+        self._running = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name="rtcp-receiver", daemon=True)
+        self._thread.start()
+
+    def sink(self, session: Session) -> UdpSink:
+        t = session.transport
+        if t.lower is not LowerTransport.UDP:
+            raise ValueError("not a UDP session")
+        rtcp = (t.client_ip, t.rtcp_port) if t.rtcp_port is not None else None
+        return UdpSink(self.rtp_socket, self.rtcp_socket, (t.client_ip, t.rtp_port), rtcp)
+
+    def _run(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.rtp_socket, selectors.EVENT_READ)
+            selector.register(self.rtcp_socket, selectors.EVENT_READ)
+            while self._running:
+                for key, _ in selector.select(timeout=0.5):
+                    sock = key.fileobj
+                    try:
+                        data, address = sock.recvfrom(65536)  # type: ignore[union-attr]
+                    except OSError:
+                        continue  # e.g. ICMP port unreachable reported on a UDP socket
+                    if sock is self.rtcp_socket:
+                        try:
+                            packets = parse_compound(data)
+                        except RtcpError as exc:
+                            log.debug("ignoring bad RTCP from %s: %s", address, exc)
+                            continue
+                        self._on_rtcp(address, packets)
+                    # Datagrams on the RTP port are NAT openers from players: nothing to do.
+
+    def stop(self) -> None:
+        self._running = False
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        self.rtp_socket.close()
+        self.rtcp_socket.close()
+
+
+def describe_receiver_reports(packets: list) -> str:
+    """A short log line for the report blocks in an RTCP compound packet."""
+    parts = []
+    for packet in packets:
+        if isinstance(packet, (ReceiverReport, SenderReport)):
+            for block in packet.reports:
+                parts.append(
+                    f"lost {block.fraction_lost / 256:.1%} ({block.cumulative_lost} total), "
+                    f"jitter {block.jitter / 90:.1f} ms"
+                )
+    return "; ".join(parts) or "no report blocks"
