@@ -330,8 +330,8 @@ class RtspService:
 
     def _optional_session(self, request: Request) -> Session | None:
         value = request.headers.get("Session")
-        if value is None:
-            return None
+        if value is None or (request.dialect is Dialect.TEXTBOOK and value.strip() == "0"):
+            return None  # the textbook client sends "Session: 0" before it has one
         session = self.registry.get(parse_session_header(value))
         if session is None:
             raise RtspError("unknown session", status=RtspStatus.SESSION_NOT_FOUND)

@@ -28,9 +28,9 @@ class SessionState(enum.Enum):
 
 S = SessionState
 # RFC 2326 A.2 for a play-only server; methods that never change state are listed too.
+# A session exists from SETUP to TEARDOWN, so Init accepts only SETUP.
 TRANSITIONS: dict[tuple[SessionState, str], SessionState] = {
     (S.INIT, "SETUP"): S.READY,
-    (S.INIT, "TEARDOWN"): S.INIT,
     (S.READY, "SETUP"): S.READY,
     (S.READY, "PLAY"): S.PLAYING,
     (S.READY, "PAUSE"): S.READY,

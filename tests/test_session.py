@@ -1,0 +1,273 @@
+"""The server's RTSP logic in memory: every (state, method) pair, replies, errors, paths."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mjpeg_rtsp.media import MediaLibrary
+from mjpeg_rtsp.rtsp import Dialect, Headers, Request, format_response
+from mjpeg_rtsp.service import Connection, EndSession, RtspService, ServerConfig, StartStreaming
+from mjpeg_rtsp.session import (
+    TRANSITIONS,
+    SessionRegistry,
+    SessionState,
+    new_session_id,
+    next_state,
+)
+
+URL = "rtsp://127.0.0.1:8554/movie.Mjpeg"
+METHODS = ["OPTIONS", "DESCRIBE", "SETUP", "PLAY", "PAUSE", "TEARDOWN", "GET_PARAMETER",
+           "ANNOUNCE", "RECORD", "SET_PARAMETER", "FROB"]
+UDP = "RTP/AVP;unicast;client_port=5000-5001"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def service(media_root, clock) -> RtspService:
+    config = ServerConfig(fps=20, server_rtp_port=6970, server_rtcp_port=6971, session_timeout=60)
+    return RtspService(MediaLibrary(str(media_root)), SessionRegistry(5), config, clock)
+
+
+CONN = Connection(1, "127.0.0.1")
+_cseq = itertools.count(1)
+
+
+def call(service, method, target=URL, conn=CONN, **headers):
+    fields = [("CSeq", str(next(_cseq)))] + [(k.replace("_", "-"), v) for k, v in headers.items()]
+    dialect = Dialect.STANDARD if "://" in target or target == "*" else Dialect.TEXTBOOK
+    return service.handle(Request(method, target, Headers(fields), dialect=dialect), conn)
+
+
+def drive_to(service, state: SessionState) -> str | None:
+    if state is SessionState.INIT:
+        return None
+    reply = call(service, "SETUP", URL + "/stream=0", Transport=UDP)
+    assert reply.response.status == 200
+    session_id = reply.session_id
+    if state is SessionState.PLAYING:
+        assert call(service, "PLAY", URL + "/", Session=session_id).response.status == 200
+    return session_id
+
+
+def session_state(service, session_id) -> SessionState:
+    session = service.registry.get(session_id) if session_id else None
+    return session.state if session else SessionState.INIT
+
+
+@pytest.mark.parametrize("state", list(SessionState))
+@pytest.mark.parametrize("method", METHODS)
+def test_every_state_method_pair(service, state, method):
+    session_id = drive_to(service, state)
+    headers = {"Session": session_id} if session_id else {}
+    if method == "SETUP":
+        headers["Transport"] = UDP
+    target = URL + "/stream=0" if method == "SETUP" else URL
+    reply = call(service, method, target, **headers)
+    status = reply.response.status
+    expected = next_state(state, method)
+    if method in ("ANNOUNCE", "RECORD", "SET_PARAMETER", "FROB"):
+        assert status == 501
+        assert "DESCRIBE" in reply.response.headers.get("Public")
+        assert session_state(service, session_id) is state
+    elif expected is None:
+        assert status == 455, reply.response
+        assert session_state(service, session_id) is state  # unchanged
+    else:
+        assert status == 200, reply.response
+        after = session_state(service, reply.session_id or session_id)
+        assert after is expected
+
+
+def test_transition_table_is_what_rfc_2326_appendix_a_allows():
+    assert TRANSITIONS[(SessionState.READY, "PLAY")] is SessionState.PLAYING
+    assert TRANSITIONS[(SessionState.PLAYING, "PAUSE")] is SessionState.READY
+    assert (SessionState.PLAYING, "SETUP") not in TRANSITIONS
+    assert (SessionState.INIT, "PLAY") not in TRANSITIONS
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["SETUP", "PLAY", "PAUSE", "TEARDOWN", "GET_PARAMETER"]),
+                max_size=12))
+def test_random_method_sequences_follow_the_table(media_root, methods):
+    config = ServerConfig(fps=20, server_rtp_port=6970, server_rtcp_port=6971)
+    service = RtspService(MediaLibrary(str(media_root)), SessionRegistry(5), config, Clock())
+    model, session_id = SessionState.INIT, None
+    for method in methods:
+        headers = {"Session": session_id} if session_id else {}
+        if method == "SETUP":
+            headers["Transport"] = UDP
+        reply = call(service, method, URL, **headers)
+        expected = next_state(model, method)
+        if expected is None:
+            assert reply.response.status == 455
+        else:
+            assert reply.response.status == 200
+            model = expected
+            if method == "SETUP":
+                session_id = reply.session_id
+            if method == "TEARDOWN":
+                service.registry.remove(service.registry.get(session_id))
+                session_id = None
+        assert session_state(service, session_id) is model
+
+
+def test_options(service):
+    reply = call(service, "OPTIONS", "*")
+    assert reply.response.status == 200
+    assert reply.response.headers.get("Public") == (
+        "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER"
+    )
+
+
+def test_describe_gives_sdp_with_content_base(service):
+    reply = call(service, "DESCRIBE", URL, Accept="application/sdp")
+    response = reply.response
+    assert response.status == 200
+    assert response.headers.get("Content-Type") == "application/sdp"
+    assert response.headers.get("Content-Base") == URL + "/"
+    sdp = response.body.decode()
+    for line in ["m=video 0 RTP/AVP 26", "a=rtpmap:26 JPEG/90000", "a=control:stream=0",
+                 "a=range:npt=0-20.000", "a=framerate:20"]:
+        assert line + "\r\n" in sdp
+    data = format_response(response)
+    assert f"Content-Length: {len(response.body)}\r\n".encode() in data
+
+
+def test_setup_play_pause_replies(service, clock):
+    reply = call(service, "SETUP", URL + "/stream=0", Transport=UDP)
+    transport = reply.response.headers.get("Transport")
+    assert re.fullmatch(
+        r"RTP/AVP;unicast;client_port=5000-5001;server_port=6970-6971;ssrc=[0-9A-F]{8}", transport
+    )
+    session_header = reply.response.headers.get("Session")
+    session_id = reply.session_id
+    assert session_header == f"{session_id};timeout=60"
+    session = service.registry.get(session_id)
+    assert session.transport.client_ip == "127.0.0.1"
+
+    reply = call(service, "PLAY", URL + "/", Session=session_id, Range="npt=5-")
+    headers = reply.response.headers
+    assert headers.get("Range") == "npt=5.000-20.000"
+    assert headers.get("RTP-Info") == (
+        f"url={URL}/stream=0;seq={session.next_seq};rtptime={session.rtp_timestamp(100)}"
+    )
+    assert session.position == 100
+    assert [type(a) for a in reply.actions] == [StartStreaming]
+
+    session.position = 150  # as if the scheduler had sent 50 frames
+    assert call(service, "PAUSE", URL + "/", Session=session_id).response.status == 200
+    reply = call(service, "PLAY", URL + "/", Session=session_id)
+    assert reply.response.headers.get("Range") == "npt=7.500-20.000"  # resumes where it paused
+
+    reply = call(service, "TEARDOWN", URL + "/", Session=session_id)
+    assert reply.response.status == 200
+    assert [type(a) for a in reply.actions] == [EndSession]
+
+
+def test_interleaved_setup_picks_free_channels(service):
+    a = call(service, "SETUP", URL, Transport="RTP/AVP/TCP;unicast;interleaved=0-1")
+    assert a.response.headers.get("Transport").startswith("RTP/AVP/TCP;unicast;interleaved=0-1;")
+    b = call(service, "SETUP", URL, Transport="RTP/AVP/TCP;unicast;interleaved=0-1")
+    assert "interleaved=2-3" in b.response.headers.get("Transport")
+
+
+def test_textbook_setup_reply(service):
+    reply = call(service, "SETUP", "movie.Mjpeg", Transport="RTP/UDP; client_port= 25000")
+    assert reply.response.status == 200 and reply.dialect is Dialect.TEXTBOOK
+    lines = format_response(reply.response, reply.dialect, reply.session_id).decode().split("\n")
+    assert lines[0] == "RTSP/1.0 200 OK"
+    assert int(lines[2].split(" ")[1]) == int(reply.session_id)
+    session = service.registry.get(reply.session_id)
+    assert session.transport.rtp_port == 25000 and session.transport.rtcp_port is None
+    assert session.next_seq == 1
+
+
+@pytest.mark.parametrize(
+    "method, target, headers, status",
+    [
+        ("DESCRIBE", "rtsp://h/missing.Mjpeg", {}, 404),
+        ("DESCRIBE", "rtsp://h/../etc/passwd.mjpeg", {}, 404),
+        ("DESCRIBE", "rtsp://h/%2e%2e/x.mjpeg", {}, 404),
+        ("DESCRIBE", "rtsp://h//etc/passwd", {}, 404),
+        ("DESCRIBE", "rtsp://h/conftest.py", {}, 404),
+        ("SETUP", URL, {"Transport": "RTP/AVP;multicast"}, 461),
+        ("SETUP", URL, {"Transport": "RTP/SAVP;unicast;client_port=1-2"}, 461),
+        ("SETUP", URL, {"Transport": "RTP/AVP;unicast"}, 461),
+        ("SETUP", URL, {}, 461),
+        ("PLAY", URL, {"Session": "1234"}, 454),
+        ("OPTIONS", URL, {"Require": "play.basic"}, 551),
+        ("PLAY", URL, {}, 455),
+        ("SETUP", "http://h/x", {"Transport": UDP}, 400),
+    ],
+)
+def test_error_statuses(service, method, target, headers, status):
+    reply = call(service, method, target, **headers)
+    assert reply.response.status == status
+    assert reply.response.headers.get("CSeq")  # every reply carries the CSeq
+
+
+def test_missing_cseq_is_400(service):
+    reply = service.handle(Request("OPTIONS", "*", Headers()), CONN)
+    assert reply.response.status == 400
+
+
+def test_invalid_range_is_457(service):
+    session_id = drive_to(service, SessionState.READY)
+    assert call(service, "PLAY", URL, Session=session_id, Range="npt=25-").response.status == 457
+    assert call(service, "PLAY", URL, Session=session_id, Range="smpte=1-").response.status == 457
+    assert session_state(service, session_id) is SessionState.READY
+
+
+def test_session_limit_is_503(service):
+    for _ in range(5):
+        assert call(service, "SETUP", URL, Transport=UDP).response.status == 200
+    assert call(service, "SETUP", URL, Transport=UDP).response.status == 503
+
+
+def test_destination_is_ignored(service):
+    reply = call(service, "SETUP", URL, Transport=UDP + ";destination=10.1.2.3")
+    session = service.registry.get(reply.session_id)
+    assert session.transport.client_ip == "127.0.0.1"
+    assert "destination" not in reply.response.headers.get("Transport")
+
+
+def test_keepalive_and_timeout(service, clock):
+    session_id = drive_to(service, SessionState.PLAYING)
+    session = service.registry.get(session_id)
+    clock.now += 50
+    assert call(service, "GET_PARAMETER", URL, Session=session_id).response.status == 200
+    clock.now += 50
+    assert service.expire_sessions([session]) == []
+    clock.now += 11
+    [ended] = service.expire_sessions([session])
+    assert ended.session is session and ended.reason == "timed out"
+
+
+def test_textbook_session_never_times_out(service, clock):
+    reply = call(service, "SETUP", "movie.Mjpeg", Transport="RTP/UDP; client_port= 25000")
+    session = service.registry.get(reply.session_id)
+    clock.now += 10_000
+    assert service.expire_sessions([session]) == []
+
+
+def test_session_ids_are_decimal_and_unpredictable():
+    ids = {new_session_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(len(i) == 20 and i.isdigit() and i[0] != "0" for i in ids)
