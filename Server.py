@@ -164,11 +164,10 @@ class StreamingServer:
         if not self.registry.remove(session):
             return
         with session.lock:
-            was_playing = session.state is SessionState.PLAYING
             session.state = SessionState.INIT
             session.generation += 1
             sink, session.sink = session.sink, None
-            if sink is not None and session.dialect.value == "standard" and was_playing:
+            if sink is not None and session.uses_rtcp and session.packets_sent:
                 timestamp = session.rtp_timestamp(session.position)
                 sink.send_rtcp(rtcp_bye(session, time.time(), timestamp, reason))
         log.info(

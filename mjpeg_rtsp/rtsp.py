@@ -306,7 +306,7 @@ class RtspReader:
             del self._buffer[:consumed]
             raise RemoteProtocolError("message header is not valid UTF-8", cseq=cseq) from None
         # Until the request line is parsed, guess the dialect from the line ends.
-        dialect = Dialect.STANDARD if "\r" in text else Dialect.TEXTBOOK
+        dialect = Dialect.STANDARD if b"\r" in self._buffer[:consumed] else Dialect.TEXTBOOK
         lines = text.replace("\r\n", "\n").split("\n")
         try:
             headers = _parse_headers(lines[1:], self._max_headers)

@@ -116,6 +116,10 @@ class Session:
         return self.dialect is Dialect.STANDARD
 
     @property
+    def uses_rtcp(self) -> bool:
+        return self.payload_format is PayloadFormat.RFC2435
+
+    @property
     def frame_count(self) -> int:
         return self.media.frame_count  # type: ignore[attr-defined]
 

@@ -279,8 +279,7 @@ class PacingScheduler:
             now = self.clock()
             if now - deadline > 1.0 / session.fps:
                 self.late_frames += 1
-            standard = session.payload_format is PayloadFormat.RFC2435
-            if standard and now - pace.last_report >= SENDER_REPORT_INTERVAL:
+            if session.uses_rtcp and now - pace.last_report >= SENDER_REPORT_INTERVAL:
                 # The RTP time of "now" on this stream's clock, for the SR's NTP/RTP pair.
                 now_rtp = (timestamp + round((now - deadline) * 90000)) & 0xFFFFFFFF
                 sink.send_rtcp(rtcp_sender_report(session, self.wallclock(), now_rtp))
@@ -301,7 +300,7 @@ class PacingScheduler:
             session.frames_sent += 1
             session.position = frame + 1
             if session.position >= stop:
-                if standard:
+                if session.uses_rtcp:
                     sink.send_rtcp(rtcp_bye(session, self.wallclock(), timestamp, "end of stream"))
                 session.state = SessionState.READY
                 session.generation += 1
