@@ -59,7 +59,8 @@ def test_standard_flow_over_udp(server, rtsp_client):
             packet = RtpPacket.parse(rtp.recv(65536))
         numbers = [read_frame_number(Image.open(io.BytesIO(f))) for f in frames]
         assert numbers == [50, 51, 52, 53, 54]  # 2.5 s x 20 fps
-        assert {b - a for a, b in zip(timestamps, timestamps[1:])} == {4500}  # 90 kHz / 20 fps
+        steps = {b - a for a, b in zip(timestamps, timestamps[1:], strict=False)}
+        assert steps == {4500}  # 90 kHz / 20 fps
         # A sender report with a CNAME arrives on the RTCP port, for this SSRC.
         rtcp.settimeout(5)
         report = parse_compound(rtcp.recv(65536))
@@ -72,7 +73,7 @@ def test_standard_flow_over_udp(server, rtsp_client):
         try:
             while True:
                 rtp.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             pass
         rtp.settimeout(0.4)
         with pytest.raises(socket.timeout):
@@ -159,7 +160,7 @@ def test_session_ends_when_its_connection_closes(server, rtsp_client):
         try:
             while True:
                 rtp.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             pass
         rtp.settimeout(0.3)
         with pytest.raises(socket.timeout):

@@ -17,11 +17,11 @@ import pytest
 from conftest import RtspTestClient, udp_pair
 from make_sample import read_frame_number
 from PIL import Image
-from RtpPacket import RtpPacket
 
 from mjpeg_rtsp.rfc2435 import JpegDepacketizer
 from mjpeg_rtsp.rtcp import Bye, RtcpError, parse_compound
 from mjpeg_rtsp.rtp import RtpPacket as Packet
+from RtpPacket import RtpPacket
 
 
 def free_udp_port() -> int:
@@ -70,7 +70,7 @@ class TextbookClient:
         while len(packets) < count and time.monotonic() < deadline:
             try:
                 data = self.rtp.recv(20480)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             packet = RtpPacket()
             packet.decode(data)
@@ -83,7 +83,7 @@ class TextbookClient:
         try:
             while True:
                 self.rtp.recv(20480)
-        except socket.timeout:
+        except TimeoutError:
             pass
         got = 0
         end = time.monotonic() + seconds
@@ -91,7 +91,7 @@ class TextbookClient:
             try:
                 self.rtp.recv(20480)
                 got += 1
-            except socket.timeout:
+            except TimeoutError:
                 pass
         self.rtp.settimeout(0.5)
         return got
@@ -204,7 +204,7 @@ def receive_standard_udp(server, name: str, results: dict, key: str) -> None:
                 frame = depacketizer.push(packet.payload, packet.timestamp, packet.marker)
                 if frame:
                     frames.append(frame)
-            except socket.timeout:
+            except TimeoutError:
                 pass
             try:
                 while True:
@@ -219,7 +219,7 @@ def receive_standard_udp(server, name: str, results: dict, key: str) -> None:
                 frame = depacketizer.push(packet.payload, packet.timestamp, packet.marker)
                 if frame:
                     frames.append(frame)
-        except socket.timeout:
+        except TimeoutError:
             pass
         results[key] = frames
     finally:
