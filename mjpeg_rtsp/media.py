@@ -66,13 +66,13 @@ class FrameIndex:
         return len(self.offsets)
 
 
-def detect_layout(head: bytes) -> MjpegLayout:
+def detect_layout(head: bytes, name: str) -> MjpegLayout:
     if head[:2] == b"\xff\xd8":
         return MjpegLayout.RAW
     digits = head[:TEXTBOOK_LENGTH_DIGITS]
     if len(digits) == TEXTBOOK_LENGTH_DIGITS and digits.isdigit() and head[5:7] == b"\xff\xd8":
         return MjpegLayout.TEXTBOOK
-    raise MediaError("not a Motion-JPEG file (neither 5-digit-length frames nor raw JPEGs)")
+    raise MediaError(f"{name}: not a Motion-JPEG file (neither 5-digit-length frames nor raw JPEGs)")
 
 
 class _ChunkReader:
@@ -100,7 +100,7 @@ def build_index(fd: int, size: int, name: str) -> FrameIndex:
     """Index every frame of an open file; MediaError on anything malformed or truncated."""
     reader = _ChunkReader(fd, size)
     head, _ = reader.window(0, 16)
-    layout = detect_layout(head)
+    layout = detect_layout(head, name)
     offsets, lengths = array("q"), array("q")
     width = height = 0
     position = 0
@@ -187,7 +187,7 @@ class MjpegFile:
             self.signature = (st.st_ino, st.st_size, st.st_mtime_ns)
             self.index = build_index(self._fd, st.st_size, self.name)
         except BaseException:
-            os.close(self._fd)
+            self.close()  # and mark it closed, so __del__ cannot close a reused descriptor
             raise
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple, tuple[bytes, ...]] = OrderedDict()
