@@ -72,7 +72,7 @@ def detect_layout(head: bytes, name: str) -> MjpegLayout:
     digits = head[:TEXTBOOK_LENGTH_DIGITS]
     if len(digits) == TEXTBOOK_LENGTH_DIGITS and digits.isdigit() and head[5:7] == b"\xff\xd8":
         return MjpegLayout.TEXTBOOK
-    raise MediaError(f"{name}: not a Motion-JPEG file (neither 5-digit-length frames nor raw JPEGs)")
+    raise MediaError(f"{name}: not a Motion-JPEG file (neither .Mjpeg length prefixes nor JPEGs)")
 
 
 class _ChunkReader:

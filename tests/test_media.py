@@ -6,13 +6,13 @@ import os
 import shutil
 
 import pytest
-from VideoStream import VideoStream
 
 from mjpeg_rtsp.media import MediaError, MediaLibrary, MjpegFile, MjpegLayout
 from mjpeg_rtsp.rtsp import Dialect, Headers, Request
 from mjpeg_rtsp.sdp import VideoDescription, build_sdp, parse_sdp
 from mjpeg_rtsp.service import Connection, RtspService, ServerConfig
 from mjpeg_rtsp.session import SessionRegistry
+from VideoStream import VideoStream
 
 
 def textbook_frames(path) -> list[bytes]:
