@@ -223,8 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mtu", type=int, default=DEFAULT_MAX_PAYLOAD,
                         help="largest RTP payload in bytes for standard clients "
                         f"(default {DEFAULT_MAX_PAYLOAD})")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="log more (-v: each request; -vv: protocol details)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log every request and RTCP report (default: sessions and errors)")
     return parser
 
 
@@ -236,8 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     if not 200 <= args.mtu <= 65000:
         print("error: --mtu must be between 200 and 65000", file=sys.stderr)
         return 2
-    level = logging.WARNING - 10 * min(args.verbose + 1, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         server = StreamingServer(
             root=args.root, host=args.host, port=args.port, fps=args.fps,
