@@ -40,11 +40,12 @@ def make_clip(path: Path, frames: int, fmt: str = "textbook", size: str = "384x2
 
 @pytest.fixture(scope="session")
 def media_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """movie.Mjpeg plus short clips in both layouts."""
+    """movie.Mjpeg plus short clips in both layouts and a 1280x720 one."""
     root = tmp_path_factory.mktemp("media")
     shutil.copy(SAMPLE, root / "movie.Mjpeg")
     make_clip(root / "short.Mjpeg", 40)
     make_clip(root / "short.mjpeg", 40, fmt="raw")
+    make_clip(root / "hd.mjpeg", 150, fmt="raw", size="1280x720")
     return root
 
 

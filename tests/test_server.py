@@ -263,3 +263,46 @@ def test_cli_help_and_bad_arguments():
     bad = subprocess.run([sys.executable, str(ROOT / "Server.py"), "notaport"],
                          capture_output=True, text=True, timeout=10)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_a_stalled_interleaved_reader_delays_nobody(server_factory):
+    server = server_factory(fps=100)
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", server.port))
+    stalled.sendall(
+        b"SETUP rtsp://127.0.0.1/hd.mjpeg/stream=0 RTSP/1.0\r\nCSeq: 1\r\n"
+        b"Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n"
+    )
+    reply = stalled.recv(4096).decode()
+    session = reply.split("Session: ")[1].split(";")[0]
+    stalled.sendall(
+        f"PLAY rtsp://127.0.0.1/hd.mjpeg/ RTSP/1.0\r\nCSeq: 2\r\nSession: {session}\r\n\r\n"
+        .encode()
+    )
+    try:
+        # Its socket buffers fill up (50 KB frames at 100 fps) and it never reads again.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            slow = server.registry.get(session)
+            if slow.packets_dropped:
+                break
+            time.sleep(0.05)
+        healthy = RtspTestClient(server.port)
+        rtp, rtcp = udp_pair()
+        with rtp, rtcp:
+            healthy_session = setup_udp(healthy, "short.Mjpeg", rtp)
+            assert healthy.request("PLAY", "short.Mjpeg", Session=healthy_session).status == 200
+            rtp.settimeout(2)
+            depacketizer = JpegDepacketizer()
+            frames = []
+            while len(frames) < 40:
+                packet = RtpPacket.parse(rtp.recv(65536))
+                frame = depacketizer.push(packet.payload, packet.timestamp, packet.marker)
+                if frame:
+                    frames.append(read_frame_number(Image.open(io.BytesIO(frame))))
+            assert frames == list(range(40))
+        healthy.close()
+        assert slow.packets_dropped > 0 and slow.state.value == "Playing"
+    finally:
+        stalled.close()

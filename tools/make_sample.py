@@ -322,9 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-bytes",
         type=int,
-        default=MAX_FRAME_BYTES,
-        help="largest JPEG allowed (default: the course client's recv(20480) minus the "
-        "12-byte RTP header)",
+        default=None,
+        help="largest JPEG allowed (default for the textbook format: the course client's "
+        "recv(20480) minus the 12-byte RTP header; no limit for raw)",
     )
     args = parser.parse_args(argv)
     if not 1 <= args.frames <= 1 << COUNTER_BITS:
@@ -334,8 +334,15 @@ def main(argv: list[str] | None = None) -> int:
     if not MIN_QUALITY <= args.quality <= 95:
         parser.error(f"--quality must be in {MIN_QUALITY}..95")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    jpegs = generate(args.frames, args.fps, args.size, args.quality, args.max_bytes)
-    count, largest = write_movie(args.output, jpegs, args.format)
+    max_bytes = args.max_bytes
+    if max_bytes is None:
+        max_bytes = MAX_FRAME_BYTES if args.format == "textbook" else 99999999
+    jpegs = generate(args.frames, args.fps, args.size, args.quality, max_bytes)
+    try:
+        count, largest = write_movie(args.output, jpegs, args.format)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     log.info(
         "wrote %s: %d frames, %d bytes, largest frame %d bytes",
         args.output,
