@@ -247,8 +247,8 @@ class MjpegFile:
 
             if self.reencoded_frames == 0:
                 log.warning(
-                    "%s: frame %d is a %s, which RFC 2435 cannot carry; re-encoding such frames "
-                    "to baseline 4:2:0 with the same quantization tables (cached)",
+                    "%s: RFC 2435 cannot carry frame %d as it is (%s); re-encoding such frames "
+                    "to baseline 4:2:0 with their own quantization tables (cached)",
                     self.name, number, info.incompatibility,
                 )
             jpeg = make_rfc2435_compatible(jpeg)

@@ -273,7 +273,17 @@ class PacingScheduler:
             sink = session.sink
             frame = session.position
             stop = session.stop_frame if session.stop_frame is not None else session.frame_count
-            if sink is None or frame >= stop:
+            if sink is None:
+                return None
+            if frame >= stop:
+                # One frame interval after the last frame, so players that treat BYE as
+                # end of stream have read that frame by then.
+                if session.uses_rtcp:
+                    timestamp = session.rtp_timestamp(frame)
+                    sink.send_rtcp(rtcp_bye(session, self.wallclock(), timestamp, "end of stream"))
+                session.state = SessionState.READY
+                session.generation += 1
+                log.info("session %s: end of stream after frame %d", session.id, stop - 1)
                 return None
             timestamp = session.rtp_timestamp(frame)
             now = self.clock()
@@ -299,13 +309,6 @@ class PacingScheduler:
             session.octets_sent += sum(len(p) for p in payloads)
             session.frames_sent += 1
             session.position = frame + 1
-            if session.position >= stop:
-                if session.uses_rtcp:
-                    sink.send_rtcp(rtcp_bye(session, self.wallclock(), timestamp, "end of stream"))
-                session.state = SessionState.READY
-                session.generation += 1
-                log.info("session %s: end of stream after %d frames", session.id, stop)
-                return None
             return pace.start + (session.position - pace.first_frame) / session.fps
 
     def _payloads(self, session: Session, frame: int) -> tuple[bytes, ...]:
