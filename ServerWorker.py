@@ -70,13 +70,13 @@ class ServerWorker:
 
     def _serve(self) -> None:
         while not self.closing and not self.server.stopping:
-            pending = self.reader.pending_textbook_request()
+            pending = self.reader.pending_textbook_message()
             readable, _, _ = select.select(
                 [self.sock], [], [], TEXTBOOK_QUIET if pending else POLL_INTERVAL
             )
             if not readable:
                 if pending:
-                    request = self.reader.flush_textbook_request()
+                    request = self.reader.flush_textbook_message()
                     if request is not None:
                         self._answer(request)
                 for action in self.server.service.expire_sessions(

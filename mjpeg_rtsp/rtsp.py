@@ -10,9 +10,9 @@ Two dialects share the wire. Standard clients end every message with a blank
 line. The networking course's textbook client writes bare ``\\n`` line ends,
 names a bare file instead of a URL and sends *no* terminating blank line, so
 its request can never be recognised by its end. The reader therefore reports
-``pending_textbook_request()`` when the buffer holds such a request with its
-required headers, and the driver, after a short quiet period on the socket,
-calls ``flush_textbook_request()``. A request that carries a ``\\r`` or an
+``pending_textbook_message()`` when the buffer holds such a request (or such a
+server's reply) with its required headers, and the driver, after a short quiet
+period on the socket, calls ``flush_textbook_message()``. A request that carries a ``\\r`` or an
 absolute URL is standard and is only ever completed by its blank line.
 
 Replies are formatted by :func:`format_response`; in the textbook dialect the
@@ -245,14 +245,18 @@ class RtspReader:
                     fatal=True,
                     cseq=_sniff_cseq(buf),
                 )
-            if self._eof and self.pending_textbook_request():
-                return self.flush_textbook_request() or NEED_DATA
+            if self._eof and self.pending_textbook_message():
+                return self.flush_textbook_message() or NEED_DATA
             return NEED_DATA
         head = bytes(buf[: end.start()])
         return self._complete(head, end.end())
 
-    def pending_textbook_request(self) -> bool:
-        """True when the buffer holds an unterminated textbook request with its required headers."""
+    def pending_textbook_message(self) -> bool:
+        """True when the buffer holds an unterminated textbook message with its required headers.
+
+        Requests name a bare file; replies (from the course's server) have a status line and
+        the CSeq and Session lines that the course's client reads by index.
+        """
         buf = self._buffer
         if not buf or b"\r" in buf or buf[0] == 0x24 or len(buf) > self._max_header_bytes:
             return False
@@ -262,20 +266,23 @@ class RtspReader:
             lines = bytes(buf).decode("utf-8").split("\n")
         except UnicodeDecodeError:
             return False
-        match = _REQUEST_LINE.fullmatch(lines[0].strip())
-        if match is None or not is_textbook_target(match.group(2)):
-            return False
         names = {line.split(":", 1)[0].strip().lower() for line in lines[1:] if ":" in line}
-        required = _TEXTBOOK_REQUIRED.get(match.group(1).upper(), ("CSeq",))
+        if _STATUS_LINE.fullmatch(lines[0].strip()):
+            required: tuple[str, ...] = ("CSeq", "Session")
+        else:
+            match = _REQUEST_LINE.fullmatch(lines[0].strip())
+            if match is None or not is_textbook_target(match.group(2)):
+                return False
+            required = _TEXTBOOK_REQUIRED.get(match.group(1).upper(), ("CSeq",))
         return all(name.lower() in names for name in required)
 
-    def flush_textbook_request(self) -> Request | None:
-        """Complete a pending textbook request once the socket has gone quiet."""
-        if not self.pending_textbook_request():
+    def flush_textbook_message(self) -> Request | Response | None:
+        """Complete a pending textbook message once the socket has gone quiet."""
+        if not self.pending_textbook_message():
             return None
         head = bytes(self._buffer).rstrip(b"\n")
         event = self._complete(head, len(self._buffer))
-        return event if isinstance(event, Request) else None
+        return event if isinstance(event, (Request, Response)) else None
 
     def _skip_blank_lines(self) -> None:
         # RFC 2326 allows stray CRLFs between messages (some clients send them as keep-alives).

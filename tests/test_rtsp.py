@@ -52,7 +52,7 @@ def feed_all(chunks: list[bytes], flush: bool = False) -> list:
         while (event := reader.next_event()) is not NEED_DATA:
             events.append(event)
     if flush:
-        request = reader.flush_textbook_request()
+        request = reader.flush_textbook_message()
         if request is not None:
             events.append(request)
     return events
@@ -92,8 +92,8 @@ def test_standard_request_is_not_complete_before_its_blank_line():
     reader = RtspReader()
     reader.receive_data(DESCRIBE[:-2])
     assert reader.next_event() is NEED_DATA
-    assert not reader.pending_textbook_request()
-    assert reader.flush_textbook_request() is None
+    assert not reader.pending_textbook_message()
+    assert reader.flush_textbook_message() is None
     reader.receive_data(DESCRIBE[-2:])
     assert isinstance(reader.next_event(), Request)
 
@@ -116,8 +116,8 @@ def test_textbook_request_completes_only_when_flushed():
         for chunk in chunks:
             reader.receive_data(chunk)
             assert reader.next_event() is NEED_DATA
-        assert reader.pending_textbook_request()
-        request = reader.flush_textbook_request()
+        assert reader.pending_textbook_message()
+        request = reader.flush_textbook_message()
         assert request is not None
         assert request.dialect is Dialect.TEXTBOOK
         assert request.method == "SETUP" and request.target == "movie.Mjpeg"
@@ -129,10 +129,10 @@ def test_textbook_request_completes_only_when_flushed():
 def test_textbook_request_missing_its_header_is_not_pending():
     reader = RtspReader()
     reader.receive_data(b"PLAY movie.Mjpeg RTSP/1.0\nCSeq: 2\nSess")
-    assert not reader.pending_textbook_request()
+    assert not reader.pending_textbook_message()
     reader.receive_data(b"ion: 123456")
-    assert reader.pending_textbook_request()
-    assert reader.flush_textbook_request().headers.get("Session") == "123456"
+    assert reader.pending_textbook_message()
+    assert reader.flush_textbook_message().headers.get("Session") == "123456"
 
 
 def test_textbook_request_with_blank_line_needs_no_flush():
@@ -155,7 +155,7 @@ def test_bare_target_with_crlf_is_textbook_and_url_with_lf_is_standard():
     assert b.dialect is Dialect.STANDARD
     reader = RtspReader()
     reader.receive_data(b"OPTIONS rtsp://h/x RTSP/1.0\nCSeq: 1")
-    assert not reader.pending_textbook_request()
+    assert not reader.pending_textbook_message()
 
 
 @pytest.mark.parametrize(
@@ -221,7 +221,7 @@ def test_garbage_raises_only_our_errors(data):
         except RtspError as exc:
             if exc.fatal:
                 break
-    reader.flush_textbook_request()
+    reader.flush_textbook_message()
 
 
 def test_format_standard_response_exact_bytes():
@@ -300,3 +300,19 @@ def test_npt_ranges(value, expected):
 def test_bad_ranges(value):
     with pytest.raises(RangeError):
         parse_npt_range(value)
+
+
+def test_textbook_server_reply_completes_when_flushed():
+    """The course's server replies like this, with no blank line (the player reads it)."""
+    reply = b"RTSP/1.0 200 OK\nCSeq: 1\nSession: 123456"
+    for chunks in splits(reply):
+        reader = RtspReader()
+        for chunk in chunks:
+            reader.receive_data(chunk)
+            assert reader.next_event() is NEED_DATA
+        response = reader.flush_textbook_message()
+        assert isinstance(response, Response)
+        assert response.status == 200 and response.headers.get("Session") == "123456"
+    reader = RtspReader()
+    reader.receive_data(b"RTSP/1.0 200 OK\nCSeq: 1")
+    assert not reader.pending_textbook_message()
