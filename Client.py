@@ -8,6 +8,7 @@ Only this thread touches widgets. Everything else (RTSP, RTP, decoding) runs in
 from __future__ import annotations
 
 import queue
+import sys
 import tkinter as tk
 from tkinter import messagebox, ttk
 
@@ -75,6 +76,8 @@ class PlayerWindow:
         root.bind("<Right>", lambda e: self.seek_by(SEEK_STEP))
         root.bind("f", lambda e: self.toggle_fullscreen())
         root.bind("<Escape>", lambda e: self.toggle_fullscreen(False))
+        root.bind("q", lambda e: self.close())
+        root.bind("<Control-w>", lambda e: self.close())
         self._update_buttons()
         root.after(POLL_MS, self._poll)
         root.after(STATUS_MS, self._update_status)
@@ -206,10 +209,9 @@ class PlayerWindow:
             if self.ended and self.player.state is not PlayerState.INIT:
                 state += " (end of stream)"
             text = (
-                f"{state}  |  {stats['fps']:.1f} fps  |  {stats['kbps']:.0f} kbps  |  "
-                f"loss {stats['loss_percent']:.1f}%  |  jitter {stats['jitter_ms']:.1f} ms  |  "
-                f"{stats['width']}x{stats['height']}  |  frames {stats['frames']} "
-                f"(lost {stats['frames_lost']})"
+                f"{state} | {stats['fps']:.1f} fps | {stats['kbps']:.0f} kbps | "
+                f"loss {stats['loss_percent']:.1f}% | jitter {stats['jitter_ms']:.1f} ms | "
+                f"{stats['width']}x{stats['height']}"
             )
         self.status.config(text=text)
         self.root.after(STATUS_MS, self._update_status)
@@ -220,7 +222,7 @@ def run_window(args, options: PlayerOptions) -> int:
     try:
         root = tk.Tk()
     except tk.TclError as exc:
-        print(f"error: cannot open a window ({exc}); use --headless", flush=True)
+        print(f"error: cannot open a window ({exc}); use --headless", file=sys.stderr)
         return 1
     player = Player(args.target, options)
     try:
@@ -229,7 +231,7 @@ def run_window(args, options: PlayerOptions) -> int:
         root.withdraw()
         messagebox.showerror("RTSP player", str(exc))
         root.destroy()
-        print(f"error: {exc}", flush=True)
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     PlayerWindow(root, player, args.target.url)
     try:

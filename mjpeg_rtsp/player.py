@@ -159,7 +159,7 @@ class Player:
                 f"connection refused by {self.target.host}:{self.target.port} "
                 "(is the server running?)"
             ) from None
-        except socket.timeout:
+        except TimeoutError:
             raise ClientError(f"no answer from {self.target.host}:{self.target.port}") from None
         except OSError as exc:
             raise ClientError(
