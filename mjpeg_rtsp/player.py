@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .client import ClientError, PlayerState, RtspClient, StreamTarget
-from .jitter import JitterBuffer, MediaFrame
+from .jitter import JitterBuffer, MediaFrame, starts_jpeg_frame
 from .rfc2435 import JpegDepacketizer, Rfc2435Error
 from .rtcp import (
     Bye,
@@ -121,7 +121,11 @@ class Player:
         self.counters = _Counters()
         textbook = target.dialect is Dialect.TEXTBOOK
         self.stats_ = ReceiverStats()
-        self.jitter = JitterBuffer(self.options.latency, frame_per_packet=textbook)
+        self.jitter = JitterBuffer(
+            self.options.latency,
+            frame_per_packet=textbook,
+            frame_start=None if textbook else starts_jpeg_frame,
+        )
         self._depacketizer = JpegDepacketizer()
         self._lock = threading.Condition()
         self._commands: queue.Queue[tuple[str, tuple]] = queue.Queue()

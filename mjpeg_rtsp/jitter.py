@@ -1,0 +1,431 @@
+"""Receive-side jitter buffer: reordering, frame assembly, loss detection and playout.
+
+Theory of operation
+-------------------
+RTP packets (RFC 3550 section 5.1) arrive out of order, duplicated, late or not at all. The
+:class:`JitterBuffer` holds them for ``latency`` seconds so that stragglers can fall into
+place, groups them into frames and hands each frame out at its *playout time* on the
+sender's RTP clock. Everything is pure: the caller passes every arrival time and the current
+time as float seconds; there are no sockets, threads or clocks here.
+
+* **Extended numbers.** 16-bit sequence numbers and 32-bit timestamps wrap. A
+  :class:`SequenceUnwrapper` turns them into unbounded integers by choosing, for each new
+  value, the candidate nearest to the highest value seen so far (the RFC 3550 appendix A.1
+  idea of ``cycles`` + ``max_seq``). A packet more than ``MAX_DROPOUT`` sequence numbers
+  *behind* the highest one is not reordering but a sender restart; as in A.1 the buffer
+  re-synchronises when the next packet follows it (the pair is then renumbered to continue
+  right after the highest sequence number, so the restart is not counted as loss).
+* **Frames.** Packets of one frame share an RTP timestamp and the last one carries the
+  marker bit (RFC 3550 section 5.1; RFC 2435 section 3). A frame is *complete* when its
+  marker packet is present, every sequence number from its first packet to the marker is
+  present, and its first packet directly follows the previous frame's marker packet. When the
+  previous frame's marker is unknown (lost) that last condition cannot be verified, and the
+  frame is dropped unless the optional ``frame_start`` predicate (for example
+  :func:`starts_jpeg_frame`) recognises its first packet as a frame start. The first frame
+  after construction or :meth:`JitterBuffer.reset` is accepted without that check (the
+  JPEG depacketizer verifies fragment offset 0 anyway).
+* **Playout.** The transit time of a packet is ``arrival - ext_timestamp / clock_rate``; the
+  buffer keeps the smallest transit seen (a packet that arrives earlier than predicted moves
+  the base earlier) and a frame is due at ``base + (ext_ts - base_ts) / clock_rate +
+  latency``. A packet whose frame would be due more than ``max(1, 4 * latency)`` seconds
+  away from its arrival means the timeline jumped (sender paused, seeked or restarted): the
+  timing is re-based on that packet, starting a new *epoch*; frames already pending keep the
+  playout time they had.
+* **Release.** :meth:`JitterBuffer.pop` takes the pending frames in sequence order, finds the
+  last one that is due and retires it together with every frame before it: complete frames
+  are returned, incomplete ones are dropped and counted in ``frames_lost``; a partial frame
+  is never returned.
+* **Whole lost frames.** When sequence numbers are missing between the previously retired
+  frame and the next one, some frames may have vanished entirely. Their number is estimated
+  from the timestamp gap: ``round(ts_gap / interval) - 1``, where ``interval`` is the median
+  of the last 16 timestamp steps between frames known to be adjacent (the second began right
+  after the first's marker packet). The estimate is at least 1 when the gap is known to hold
+  only whole frames (the earlier frame ended with its marker and the later one provably
+  starts at its first present packet), at least 0 otherwise, and never more than the number
+  of missing sequence numbers. It is exact for a constant frame rate once one adjacent pair
+  has been seen, and 0 before that. Gaps across an epoch change are not estimated.
+* **One frame per packet.** The course's textbook servers send a whole JPEG per datagram,
+  often without the marker bit and with timestamps in seconds or arbitrary units. With
+  ``frame_per_packet=True`` every packet is a frame, due at ``arrival + latency``, released
+  in sequence order, and every missing sequence number counts as one lost frame.
+* **Bounded memory.** At most ``max_packets`` packets are held; beyond that the oldest
+  pending frames are dropped (counted lost). Duplicate detection remembers the last
+  ``max_packets`` sequence numbers.
+
+Aiortc's ``jitterbuffer.py`` and RFC 3550 appendix A were read for ideas; this is our own
+design (timestamp-driven playout, explicit completeness rules, loss accounting).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .rtp import JPEG_CLOCK_RATE, RtpPacket
+
+__all__ = [
+    "MAX_DROPOUT",
+    "JitterBuffer",
+    "MediaFrame",
+    "SequenceUnwrapper",
+    "starts_jpeg_frame",
+]
+
+#: A packet this many sequence numbers behind the highest one is a restart, not reordering
+#: (RFC 3550 appendix A.1 uses the same constant for forward jumps).
+MAX_DROPOUT = 3000
+_INTERVAL_SAMPLES = 16
+_RECENT_TIMESTAMPS = 16
+
+
+class SequenceUnwrapper:
+    """Map wrapping counters (16-bit RTP sequence numbers by default) to unbounded ints.
+
+    Each value is placed at the extension nearest to the highest extended value seen so far,
+    in the spirit of RFC 3550 appendix A.1 (``cycles`` + ``max_seq``): ``65535, 0`` gives
+    ``65535, 65536``; a packet from just before the wrap that arrives after it (``0, 65535``
+    after ``65534``) gives ``65535``. A jump of half the range or more is read as going
+    backwards. The first value is returned unchanged, so values before it may be negative.
+    ``bits=32`` unwraps RTP timestamps.
+    """
+
+    def __init__(self, bits: int = 16) -> None:
+        self._modulus = 1 << bits
+        self._half = self._modulus >> 1
+        self._highest: int | None = None
+
+    @property
+    def highest(self) -> int | None:
+        """The highest extended value returned so far (None before the first)."""
+        return self._highest
+
+    def peek(self, value: int) -> int:
+        """The extended value :meth:`unwrap` would return, without recording it."""
+        if not 0 <= value < self._modulus:
+            raise ValueError(f"value {value} out of range 0..{self._modulus - 1}")
+        if self._highest is None:
+            return value
+        delta = (value - self._highest + self._half) % self._modulus - self._half
+        return self._highest + delta
+
+    def unwrap(self, seq: int) -> int:
+        """Return the extended value of ``seq`` and remember it if it is the highest."""
+        extended = self.peek(seq)
+        if self._highest is None or extended > self._highest:
+            self._highest = extended
+        return extended
+
+    def reset(self) -> None:
+        """Forget everything; the next value is taken as it is."""
+        self._highest = None
+
+
+def starts_jpeg_frame(packet: RtpPacket) -> bool:
+    """True when ``packet`` carries fragment offset 0 of an RFC 2435 frame (section 3.1.2).
+
+    Pass as ``JitterBuffer(frame_start=starts_jpeg_frame)`` so that a frame following a lost
+    marker packet or a wholly lost frame can still be recognised as complete.
+    """
+    payload = packet.payload
+    return len(payload) >= 8 and payload[1:4] == b"\x00\x00\x00"
+
+
+@dataclass
+class MediaFrame:
+    """One complete frame released by :class:`JitterBuffer`."""
+
+    timestamp: int  #: 32-bit RTP timestamp of the frame
+    payloads: list[bytes]  #: packet payloads in sequence order, complete, no gaps
+    first_seq: int  #: extended sequence number of the first packet
+    last_seq: int  #: extended sequence number of the last (marker) packet
+    arrival: float  #: arrival time of the frame's last-arriving packet
+    playout: float  #: when it was due
+
+
+@dataclass
+class _Pending:
+    """A frame being collected: packets by extended sequence number."""
+
+    timestamp: int
+    ext_ts: int
+    epoch: int
+    playout: float | None  # fixed playout (frame-per-packet mode or an earlier epoch)
+    first: int
+    last: int
+    arrival: float
+    packets: dict[int, bytes] = field(default_factory=dict)
+    starts: set[int] = field(default_factory=set)  # seqs that the frame_start hook accepted
+    marker: int | None = None
+
+
+@dataclass(frozen=True)
+class _Retired:
+    """What is remembered of the previously retired frame."""
+
+    ext_ts: int
+    last: int
+    marker: int | None
+    epoch: int
+
+
+class JitterBuffer:
+    """Reorder RTP packets, assemble frames and release them on the RTP clock.
+
+    See the module docstring for the rules. ``latency`` is the playout delay in seconds,
+    ``clock_rate`` the RTP clock (90 kHz for JPEG, RFC 2435 section 3 / RFC 3551 section 5),
+    ``frame_per_packet`` selects the one-JPEG-per-datagram mode, ``max_packets`` bounds the
+    memory, and ``frame_start`` optionally recognises the first packet of a frame.
+
+    Counters (ints, never reset): ``frames_out``, ``frames_lost``, ``packets_received``,
+    ``packets_duplicate``, ``packets_late``, ``packets_reordered``.
+    """
+
+    def __init__(
+        self,
+        latency: float,
+        clock_rate: int = JPEG_CLOCK_RATE,
+        frame_per_packet: bool = False,
+        max_packets: int = 4096,
+        frame_start: Callable[[RtpPacket], bool] | None = None,
+    ) -> None:
+        if latency < 0:
+            raise ValueError(f"latency {latency} must not be negative")
+        if clock_rate <= 0:
+            raise ValueError(f"clock rate {clock_rate} must be positive")
+        if max_packets < 1:
+            raise ValueError(f"max_packets {max_packets} must be at least 1")
+        self.latency = latency
+        self.clock_rate = clock_rate
+        self.frame_per_packet = frame_per_packet
+        self.max_packets = max_packets
+        self.frame_start = frame_start
+        self._max_skew = max(1.0, 4 * latency)
+        self.frames_out = 0
+        self.frames_lost = 0
+        self.packets_received = 0
+        self.packets_duplicate = 0
+        self.packets_late = 0
+        self.packets_reordered = 0
+        self._epoch = 0
+        self._seen: set[int] = set()
+        self._seen_order: deque[int] = deque()
+        self._retired_ts: set[int] = set()
+        self._retired_ts_order: deque[int] = deque()
+        self.reset()
+
+    # -- public API ----------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Start afresh for a new PLAY (RFC 2326 section 10.5): forget pending frames, timing
+        and sequence state; keep the counters. Pending frames are discarded uncounted."""
+        self._seqs = SequenceUnwrapper(16)
+        self._timestamps = SequenceUnwrapper(32)
+        self._seq_offset = 0
+        self._highest: int | None = None
+        self._candidate: tuple[RtpPacket, float] | None = None
+        self._pending: dict[int, _Pending] = {}
+        self._count = 0
+        self._base: float | None = None
+        self._base_ts = 0
+        self._epoch += 1
+        self._prev: _Retired | None = None
+        self._done: int | None = None
+        self._intervals: deque[int] = deque(maxlen=_INTERVAL_SAMPLES)
+        self._seen.clear()
+        self._seen_order.clear()
+        self._retired_ts.clear()
+        self._retired_ts_order.clear()
+
+    def push(self, packet: RtpPacket, arrival: float) -> None:
+        """Add one received packet that arrived at ``arrival`` seconds.
+
+        A packet far behind the highest sequence number (more than :data:`MAX_DROPOUT`) is
+        held back; if the next packet follows it, both are accepted as the start of a
+        restarted sequence (RFC 3550 appendix A.1 ``bad_seq`` logic), otherwise it is
+        ignored.
+        """
+        self.packets_received += 1
+        if self._highest is not None:
+            extended = self._seqs.peek(packet.sequence_number) + self._seq_offset
+            if extended < self._highest - MAX_DROPOUT:
+                held = self._candidate
+                if held is None or packet.sequence_number != (held[0].sequence_number + 1) & 0xFFFF:
+                    self._candidate = (packet, arrival)
+                    return
+                self._candidate = None
+                self._seqs = SequenceUnwrapper(16)
+                self._seq_offset = self._highest + 1 - held[0].sequence_number
+                self._accept(*held)
+        self._candidate = None
+        self._accept(packet, arrival)
+
+    def pop(self, now: float) -> list[MediaFrame]:
+        """Retire every frame due at ``now`` (and any frame before it in sequence order).
+
+        Returns the complete ones in order; incomplete ones are dropped and counted in
+        ``frames_lost`` together with the estimated number of wholly lost frames.
+        """
+        if not self._pending:
+            return []
+        frames = sorted(self._pending.values(), key=lambda f: f.first)
+        last_due = -1
+        for index, frame in enumerate(frames):
+            if self._due(frame) <= now:
+                last_due = index
+        released = []
+        for frame in frames[: last_due + 1]:
+            media = self._retire(frame, release=True)
+            if media is not None:
+                released.append(media)
+        return released
+
+    def next_due(self) -> float | None:
+        """The earliest playout time among pending frames (None when nothing is pending)."""
+        if not self._pending:
+            return None
+        return min(self._due(frame) for frame in self._pending.values())
+
+    @property
+    def pending_packets(self) -> int:
+        """Number of packets currently held."""
+        return self._count
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _accept(self, packet: RtpPacket, arrival: float) -> None:
+        ext_seq = self._seqs.unwrap(packet.sequence_number) + self._seq_offset
+        if ext_seq in self._seen:
+            self.packets_duplicate += 1
+            return
+        self._remember_seq(ext_seq)
+        reordered = self._highest is not None and ext_seq < self._highest
+        if reordered:
+            self.packets_reordered += 1
+        else:
+            self._highest = ext_seq
+        if (self._done is not None and ext_seq <= self._done) or (
+            not self.frame_per_packet and packet.timestamp in self._retired_ts
+        ):
+            self.packets_late += 1
+            return
+        if self.frame_per_packet:
+            key = ext_seq
+            frame = _Pending(
+                packet.timestamp, 0, self._epoch, arrival + self.latency, ext_seq, ext_seq, arrival
+            )
+            self._pending[key] = frame
+        else:
+            ext_ts = self._timestamps.unwrap(packet.timestamp)
+            self._update_timing(ext_ts, arrival, reordered)
+            frame = self._pending.get(packet.timestamp)
+            if frame is None:
+                frame = _Pending(
+                    packet.timestamp, ext_ts, self._epoch, None, ext_seq, ext_seq, arrival
+                )
+                self._pending[packet.timestamp] = frame
+            frame.first = min(frame.first, ext_seq)
+            frame.last = max(frame.last, ext_seq)
+            frame.arrival = max(frame.arrival, arrival)
+            if packet.marker:
+                frame.marker = ext_seq
+        frame.packets[ext_seq] = packet.payload
+        if self.frame_start is not None and self.frame_start(packet):
+            frame.starts.add(ext_seq)
+        self._count += 1
+        while self._count > self.max_packets:
+            oldest = min(self._pending.values(), key=lambda f: f.first)
+            self._retire(oldest, release=False)
+
+    def _remember_seq(self, ext_seq: int) -> None:
+        self._seen.add(ext_seq)
+        self._seen_order.append(ext_seq)
+        if len(self._seen_order) > self.max_packets:
+            self._seen.discard(self._seen_order.popleft())
+
+    def _update_timing(self, ext_ts: int, arrival: float, reordered: bool) -> None:
+        """Track the smallest transit time; re-base on a timeline jump (module docstring)."""
+        if self._base is None:
+            self._base, self._base_ts = arrival, ext_ts
+            return
+        predicted = self._base + (ext_ts - self._base_ts) / self.clock_rate
+        if abs(predicted + self.latency - arrival) > self._max_skew:
+            if reordered:
+                return  # a straggler from before a jump must not move the timeline back
+            for frame in self._pending.values():
+                if frame.playout is None:
+                    frame.playout = self._due(frame)
+            self._epoch += 1
+            self._base, self._base_ts = arrival, ext_ts
+        elif arrival < predicted:
+            self._base, self._base_ts = arrival, ext_ts
+
+    def _due(self, frame: _Pending) -> float:
+        if frame.playout is not None:
+            return frame.playout
+        if self._base is None:  # cannot happen: timing starts with the first packet
+            return frame.arrival + self.latency
+        return self._base + (frame.ext_ts - self._base_ts) / self.clock_rate + self.latency
+
+    def _complete(self, frame: _Pending) -> bool:
+        if self.frame_per_packet:
+            return True
+        if frame.marker is None:
+            return False
+        if sum(1 for seq in frame.packets if seq <= frame.marker) != frame.marker - frame.first + 1:
+            return False
+        prev = self._prev
+        return (
+            prev is None
+            or frame.first in frame.starts
+            or (prev.marker is not None and frame.first == prev.marker + 1)
+        )
+
+    def _whole_frames_lost(self, frame: _Pending) -> int:
+        prev = self._prev
+        if prev is None:
+            return 0
+        missing = frame.first - prev.last - 1
+        if missing <= 0:
+            return 0
+        if self.frame_per_packet:
+            return missing
+        unclaimed = prev.marker is not None and frame.first in frame.starts
+        estimate = 0
+        if prev.epoch == frame.epoch and self._intervals:
+            interval = statistics.median_low(self._intervals)
+            estimate = round((frame.ext_ts - prev.ext_ts) / interval) - 1
+        return min(missing, max(1 if unclaimed else 0, estimate))
+
+    def _retire(self, frame: _Pending, release: bool) -> MediaFrame | None:
+        """Remove ``frame`` from the buffer; return it if it is complete and ``release``."""
+        self.frames_lost += self._whole_frames_lost(frame)
+        complete = self._complete(frame)
+        prev = self._prev
+        if (
+            not self.frame_per_packet
+            and prev is not None
+            and prev.marker is not None
+            and frame.first == prev.marker + 1
+            and prev.epoch == frame.epoch
+            and frame.ext_ts > prev.ext_ts
+        ):
+            self._intervals.append(frame.ext_ts - prev.ext_ts)
+        playout = self._due(frame)
+        del self._pending[frame.first if self.frame_per_packet else frame.timestamp]
+        self._count -= len(frame.packets)
+        last = frame.marker if frame.marker is not None else frame.last
+        self._prev = _Retired(frame.ext_ts, frame.last, frame.marker, frame.epoch)
+        self._done = frame.last if self._done is None else max(self._done, frame.last)
+        if not self.frame_per_packet:
+            self._retired_ts.add(frame.timestamp)
+            self._retired_ts_order.append(frame.timestamp)
+            if len(self._retired_ts_order) > _RECENT_TIMESTAMPS:
+                self._retired_ts.discard(self._retired_ts_order.popleft())
+        if not (complete and release):
+            self.frames_lost += 1
+            return None
+        self.frames_out += 1
+        payloads = [frame.packets[seq] for seq in range(frame.first, last + 1)]
+        return MediaFrame(frame.timestamp, payloads, frame.first, last, frame.arrival, playout)

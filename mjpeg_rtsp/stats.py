@@ -1,0 +1,242 @@
+"""Receiver statistics for one RTP source (RFC 3550 sections 6.4 and appendix A).
+
+Theory of operation
+-------------------
+:class:`ReceiverStats` is fed every RTP packet received (``on_packet``) and every frame
+shown (``on_frame``), each with the time the caller read from its own clock; it reads no
+clock itself.
+
+* **Sequence tracking** follows RFC 3550 appendix A.1: ``base_seq``, ``max_seq`` and
+  ``cycles`` (a multiple of 65536, counted when the sequence number wraps forward) give the
+  extended highest sequence number. A packet up to ``MAX_DROPOUT`` ahead of ``max_seq``
+  advances it; one more than ``MAX_MISORDER`` behind (or ``MAX_DROPOUT`` or more ahead) is a
+  jump: it is ignored unless the next packet follows it, in which case the source is taken
+  to have restarted and the statistics start over (``init_seq``). Anything else behind
+  ``max_seq`` is a duplicate or reordered packet and only counts as received. The probation
+  of new sources (``MIN_SEQUENTIAL``) is left out: the first packet starts the source.
+* **Loss** (appendix A.3): ``expected = extended_max - base_seq + 1`` and
+  ``lost = expected - received``, negative when duplicates outnumber losses. The report
+  block's fraction lost covers the interval since the previous report block.
+* **Interarrival jitter** (section 6.4.1, appendix A.8): for consecutive packets ``i, j``
+  ``D = (Rj - Ri) - (Sj - Si)`` in timestamp units, with ``R = arrival * clock_rate`` and the
+  timestamp difference taken modulo 2**32; ``J += (|D| - J) / 16``. Kept as a float and
+  truncated to an int in the report block.
+* **Rates**: payload bytes and displayed frames are kept for the last ``window`` seconds
+  (a half-open interval ``(now - window, now]``) and divided by ``window``, so the figures
+  ramp up during the first window after the stream starts.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from .rtcp import (
+    CUMULATIVE_LOST_MAX,
+    CUMULATIVE_LOST_MIN,
+    ReportBlock,
+    dlsr_from_seconds,
+    ntp_middle32,
+)
+from .rtp import JPEG_CLOCK_RATE, ts_diff
+
+__all__ = ["MAX_DROPOUT", "MAX_MISORDER", "ReceiverStats"]
+
+#: RFC 3550 appendix A.1 constants.
+MAX_DROPOUT = 3000
+MAX_MISORDER = 100
+_SEQ_MOD = 1 << 16
+
+
+class ReceiverStats:
+    """RFC 3550 reception statistics for one source; times are float seconds passed in."""
+
+    def __init__(self, clock_rate: int = JPEG_CLOCK_RATE, window: float = 2.0) -> None:
+        if clock_rate <= 0:
+            raise ValueError(f"clock rate {clock_rate} must be positive")
+        if window <= 0:
+            raise ValueError(f"window {window} must be positive")
+        self.clock_rate = clock_rate
+        self.window = window
+        self.packets_received = 0
+        self.frames_displayed = 0
+        self.last_frame_size = 0
+        self._started = False
+        self._base_seq = 0
+        self._max_seq = 0
+        self._cycles = 0
+        self._bad_seq: int | None = None
+        self._expected_prior = 0
+        self._received_prior = 0
+        self._jitter = 0.0
+        self._last_arrival: float | None = None
+        self._last_timestamp = 0
+        self._bytes: deque[tuple[float, int]] = deque()
+        self._bytes_total = 0
+        self._frames: deque[float] = deque()
+
+    # -- input -----------------------------------------------------------------------------
+
+    def on_packet(self, seq: int, timestamp: int, arrival: float, size: int) -> None:
+        """Account one received RTP packet (RFC 3550 appendix A.1 ``update_seq`` and A.8).
+
+        ``size`` is the payload size in bytes (for the bit rate).
+        """
+        if not 0 <= seq < _SEQ_MOD:
+            raise ValueError(f"sequence number {seq} out of range 0..65535")
+        if not self._started:
+            self._init_seq(seq)
+            self._started = True
+        else:
+            udelta = (seq - self._max_seq) % _SEQ_MOD
+            if udelta < MAX_DROPOUT:
+                if seq < self._max_seq:
+                    self._cycles += _SEQ_MOD  # wrapped forward
+                self._max_seq = seq
+            elif udelta <= _SEQ_MOD - MAX_MISORDER:
+                if seq != self._bad_seq:
+                    self._bad_seq = (seq + 1) % _SEQ_MOD
+                    return  # a very large jump: wait for confirmation
+                self._init_seq(seq)  # two sequential packets: the source restarted
+            # else: duplicate or reordered packet
+        self.packets_received += 1
+        self._update_jitter(timestamp, arrival)
+        self._bytes.append((arrival, size))
+        self._bytes_total += size
+        self._prune(arrival)
+
+    def on_frame(self, size: int, now: float) -> None:
+        """Account one displayed frame of ``size`` bytes (for the frame rate)."""
+        self.frames_displayed += 1
+        self.last_frame_size = size
+        self._frames.append(now)
+        self._prune(now)
+
+    # -- RFC 3550 figures ------------------------------------------------------------------
+
+    @property
+    def extended_max(self) -> int:
+        """Extended highest sequence number received (``cycles + max_seq``, A.1)."""
+        return self._cycles + self._max_seq
+
+    @property
+    def expected(self) -> int:
+        """Packets expected: ``extended_max - base_seq + 1`` (A.3); 0 before any packet."""
+        if not self._started:
+            return 0
+        return self.extended_max - self._base_seq + 1
+
+    @property
+    def cumulative_lost(self) -> int:
+        """``expected - received``, signed (negative when duplicates outnumber losses, A.3)."""
+        return self.expected - self.packets_received
+
+    @property
+    def packets_lost(self) -> int:
+        """Packets lost for display: :attr:`cumulative_lost` floored at 0."""
+        return max(0, self.cumulative_lost)
+
+    @property
+    def loss_percent(self) -> float:
+        """:attr:`packets_lost` as a percentage of :attr:`expected` (0.0 when nothing is)."""
+        expected = self.expected
+        return 100.0 * self.packets_lost / expected if expected > 0 else 0.0
+
+    @property
+    def jitter(self) -> float:
+        """Interarrival jitter estimate in timestamp units (section 6.4.1, A.8)."""
+        return self._jitter
+
+    @property
+    def jitter_ms(self) -> float:
+        """Interarrival jitter in milliseconds."""
+        return self._jitter / self.clock_rate * 1000.0
+
+    def bitrate_kbps(self, now: float) -> float:
+        """Payload bit rate over the last ``window`` seconds, in kbit/s."""
+        self._prune(now)
+        return self._bytes_total * 8 / self.window / 1000.0
+
+    def fps(self, now: float) -> float:
+        """Frames displayed per second over the last ``window`` seconds."""
+        self._prune(now)
+        return len(self._frames) / self.window
+
+    def report_block(
+        self,
+        ssrc: int,
+        now: float,
+        last_sr_ntp: int | None,
+        last_sr_arrival: float | None,
+    ) -> ReportBlock:
+        """Build the reception report block for ``ssrc`` (RFC 3550 section 6.4.1, A.3).
+
+        Advances the report interval: the fraction lost covers the packets since the previous
+        call. ``last_sr_ntp`` is the 64-bit NTP timestamp of the last SR from that source and
+        ``last_sr_arrival`` the local time it arrived; LSR is its middle 32 bits and DLSR the
+        delay since its arrival in units of 1/65536 s, both 0 when no SR has been received.
+        """
+        expected = self.expected
+        expected_interval = expected - self._expected_prior
+        self._expected_prior = expected
+        received_interval = self.packets_received - self._received_prior
+        self._received_prior = self.packets_received
+        lost_interval = expected_interval - received_interval
+        if expected_interval <= 0 or lost_interval <= 0:
+            fraction = 0
+        else:
+            fraction = min(255, (lost_interval << 8) // expected_interval)
+        cumulative = min(max(self.cumulative_lost, CUMULATIVE_LOST_MIN), CUMULATIVE_LOST_MAX)
+        lsr = ntp_middle32(last_sr_ntp) if last_sr_ntp is not None else 0
+        dlsr = 0
+        if last_sr_ntp is not None and last_sr_arrival is not None:
+            dlsr = dlsr_from_seconds(now - last_sr_arrival)
+        return ReportBlock(
+            ssrc=ssrc,
+            fraction_lost=fraction,
+            cumulative_lost=cumulative,
+            highest_seq=self.extended_max & 0xFFFFFFFF,
+            jitter=min(int(self._jitter), 0xFFFFFFFF),
+            lsr=lsr,
+            dlsr=dlsr,
+        )
+
+    def snapshot(self, now: float) -> dict[str, float]:
+        """Figures for display: packets, packets_lost, loss_percent, jitter_ms, kbps, fps."""
+        return {
+            "packets": self.packets_received,
+            "packets_lost": self.packets_lost,
+            "loss_percent": self.loss_percent,
+            "jitter_ms": self.jitter_ms,
+            "kbps": self.bitrate_kbps(now),
+            "fps": self.fps(now),
+        }
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _init_seq(self, seq: int) -> None:
+        """RFC 3550 appendix A.1 ``init_seq``: (re)start sequence tracking at ``seq``."""
+        self._base_seq = seq
+        self._max_seq = seq
+        self._bad_seq = None
+        self._cycles = 0
+        self.packets_received = 0
+        self._received_prior = 0
+        self._expected_prior = 0
+        self._last_arrival = None  # the timeline restarted: no transit to compare with
+
+    def _update_jitter(self, timestamp: int, arrival: float) -> None:
+        """RFC 3550 appendix A.8; the first packet only records its transit."""
+        if self._last_arrival is not None:
+            d = (arrival - self._last_arrival) * self.clock_rate - ts_diff(
+                timestamp, self._last_timestamp
+            )
+            self._jitter += (abs(d) - self._jitter) / 16
+        self._last_arrival = arrival
+        self._last_timestamp = timestamp
+
+    def _prune(self, now: float) -> None:
+        horizon = now - self.window
+        while self._bytes and self._bytes[0][0] <= horizon:
+            self._bytes_total -= self._bytes.popleft()[1]
+        while self._frames and self._frames[0] <= horizon:
+            self._frames.popleft()

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The main job on a fresh machine: the server on the bundled movie.Mjpeg and the player window.
+#   bash tools/demo.sh [textbook|standard]
+# "textbook" (default) plays it as the course's client does (HOST PORT RTP_PORT FILE);
+# "standard" plays rtsp://127.0.0.1:PORT/movie.Mjpeg. Without a display it plays headless
+# and prints the statistics. Closing the window (or Ctrl+C) stops the server too.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-textbook}
+PYTHON=${PYTHON:-python3}
+
+if ! "$PYTHON" -c "import tkinter" 2>/dev/null && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "== installing python3-tk (Tk for the player window)"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-tk >/dev/null
+fi
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+
+port=${PORT:-8554}
+.venv/bin/python Server.py "$port" --host 127.0.0.1 &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
+for _ in $(seq 50); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  kill -0 $server 2>/dev/null || exit 1
+  sleep 0.1
+done
+
+if [ "$mode" = standard ]; then
+  source_args=("rtsp://127.0.0.1:$port/movie.Mjpeg")
+else
+  source_args=(127.0.0.1 "$port" 25000 movie.Mjpeg)
+fi
+if [ -n "${DISPLAY:-}" ]; then
+  .venv/bin/python ClientLauncher.py "${source_args[@]}"
+else
+  echo "== no DISPLAY: playing headless for 5 s"
+  .venv/bin/python ClientLauncher.py "${source_args[@]}" --headless --duration 5
+fi
