@@ -120,7 +120,7 @@ class Player:
         self.duration: float | None = None
         self.counters = _Counters()
         textbook = target.dialect is Dialect.TEXTBOOK
-        self.stats_ = ReceiverStats()
+        self.receiver_stats = ReceiverStats()
         self.jitter = JitterBuffer(
             self.options.latency,
             frame_per_packet=textbook,
@@ -222,7 +222,7 @@ class Player:
     def stats(self) -> dict:
         now = self.clock()
         with self._lock:
-            snapshot = self.stats_.snapshot(now)
+            snapshot = self.receiver_stats.snapshot(now)
             snapshot.update(
                 frames=self.counters.frames_decoded,
                 frames_lost=self.jitter.frames_lost + self.counters.frames_corrupt,
@@ -396,17 +396,17 @@ class Player:
             self._send_receiver_report(now)
             self._next_report = now + RECEIVER_REPORT_INTERVAL
         if (self.target.dialect is Dialect.TEXTBOOK and self.client.state is PlayerState.PLAYING
-                and self.stats_.packets_received and not self.ended.is_set()
+                and self.receiver_stats.packets_received and not self.ended.is_set()
                 and now - self._last_packet > TEXTBOOK_END_SILENCE):
             self._end_of_stream()
 
     def _send_receiver_report(self, now: float) -> None:
         with self._lock:
-            if not self.stats_.packets_received or self.client.ssrc is None:
+            if not self.receiver_stats.packets_received or self.client.ssrc is None:
                 reports: tuple = ()
             else:
                 lsr = self._last_sr
-                block = self.stats_.report_block(
+                block = self.receiver_stats.report_block(
                     self.client.ssrc, now, lsr[0] if lsr else None, lsr[1] if lsr else None
                 )
                 reports = (block,)
@@ -510,7 +510,7 @@ class Player:
                 self.counters.packets_foreign += 1
                 return
             self._last_packet = arrival
-            self.stats_.on_packet(packet.sequence_number, packet.timestamp, arrival,
+            self.receiver_stats.on_packet(packet.sequence_number, packet.timestamp, arrival,
                                   len(packet.payload))
             self.jitter.push(packet, arrival)
             self._lock.notify_all()
@@ -625,7 +625,7 @@ class Player:
             with self._lock:
                 self.counters.frames_decoded += 1
                 self.counters.width, self.counters.height = width, height
-                self.stats_.on_frame(len(jpeg), now)
+                self.receiver_stats.on_frame(len(jpeg), now)
                 number = self.counters.frames_decoded
             if self.options.save_frames:
                 path = os.path.join(self.options.save_frames, f"frame-{number:06d}.jpg")
