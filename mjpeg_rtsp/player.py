@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from .client import ClientError, PlayerState, RtspClient, StreamTarget
 from .jitter import JitterBuffer, MediaFrame, starts_jpeg_frame
+from .ports import bind_rtp_pair
 from .rfc2435 import JpegDepacketizer, Rfc2435Error
 from .rtcp import (
     Bye,
@@ -443,21 +444,10 @@ class Player:
                 raise ClientError(f"cannot use RTP port {self.target.rtp_port}: "
                                   f"{exc.strerror}") from None
         else:
-            for _ in range(100):
-                rtp = socket.socket(family, socket.SOCK_DGRAM)
-                rtp.bind((bind_host, 0))
-                port = rtp.getsockname()[1]
-                if port % 2 == 0 and port < 65535:
-                    rtcp = socket.socket(family, socket.SOCK_DGRAM)
-                    try:
-                        rtcp.bind((bind_host, port + 1))
-                        self._rtp, self._rtcp = rtp, rtcp
-                        break
-                    except OSError:
-                        rtcp.close()
-                rtp.close()
-            else:
-                raise ClientError("no free even/odd UDP port pair for RTP/RTCP")
+            try:
+                self._rtp, self._rtcp = bind_rtp_pair(bind_host, family)
+            except OSError as exc:
+                raise ClientError(f"no UDP ports for RTP/RTCP: {exc}") from None
         self._rtp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self._spawn(self._receive_loop, "rtp-receiver")
         return self._rtp.getsockname()[1]

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .ports import bind_rtp_pair
 from .rtcp import (
     Bye,
     ReceiverReport,
@@ -327,33 +328,14 @@ class PacingScheduler:
                 session.generation += 1
 
 
-def bind_rtp_pair(host: str, family: int) -> tuple[socket.socket, socket.socket]:
-    """Two UDP sockets on an even port and the next odd one (RFC 3550 section 11)."""
-    for _ in range(100):
-        rtp = socket.socket(family, socket.SOCK_DGRAM)
-        rtp.bind((host, 0))
-        port = rtp.getsockname()[1]
-        if port % 2 == 0 and port < 65535:
-            rtcp = socket.socket(family, socket.SOCK_DGRAM)
-            try:
-                rtcp.bind((host, port + 1))
-            except OSError:
-                rtcp.close()
-                rtp.close()
-                continue
-            for s in (rtp, rtcp):
-                s.setblocking(False)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-            return rtp, rtcp
-        rtp.close()
-    raise OSError("could not find a free even/odd UDP port pair")
-
-
 class UdpEndpoint:
     """The server's RTP/RTCP sockets and the thread that reads what clients send to them."""
 
     def __init__(self, host: str, family: int, on_rtcp: Callable[[tuple, list], None]) -> None:
         self.rtp_socket, self.rtcp_socket = bind_rtp_pair(host, family)
+        for sock in (self.rtp_socket, self.rtcp_socket):
+            sock.setblocking(False)  # a full send buffer drops a packet, never stalls pacing
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         self.rtp_port = self.rtp_socket.getsockname()[1]
         self.rtcp_port = self.rtcp_socket.getsockname()[1]
         self._on_rtcp = on_rtcp

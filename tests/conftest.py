@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
+from mjpeg_rtsp.ports import bind_rtp_pair  # noqa: E402
 from mjpeg_rtsp.rtsp import (  # noqa: E402
     NEED_DATA,
     InterleavedFrame,
@@ -141,16 +143,23 @@ def rtsp_client() -> Iterator:
 
 def udp_pair() -> tuple[socket.socket, socket.socket]:
     """Client RTP/RTCP sockets on an even/odd port pair."""
-    for _ in range(50):
-        rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        rtp.bind(("127.0.0.1", 0))
-        port = rtp.getsockname()[1]
-        if port % 2 == 0:
-            rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                rtcp.bind(("127.0.0.1", port + 1))
-                return rtp, rtcp
-            except OSError:
-                rtcp.close()
-        rtp.close()
-    raise OSError("no even/odd port pair")
+    return bind_rtp_pair("127.0.0.1")
+
+
+def arrivals_after_drain(sock: socket.socket, seconds: float) -> int:
+    """Throw away what is queued on ``sock``, then count datagrams arriving within ``seconds``."""
+    sock.settimeout(0.05)
+    try:
+        while True:
+            sock.recv(65536)
+    except TimeoutError:
+        pass
+    count = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            sock.recv(65536)
+            count += 1
+        except TimeoutError:
+            pass
+    return count

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from test_jpeg import ANNEX_K_CHROMA_ZIGZAG, ANNEX_K_LUMA_ZIGZAG
 
 from mjpeg_rtsp.jpeg import STANDARD_HUFFMAN_TABLES, JpegInfo, scan_jpeg
 from mjpeg_rtsp.rfc2435 import (
@@ -26,15 +27,6 @@ from mjpeg_rtsp.rfc2435 import (
 
 VECTOR = (Path(__file__).parent / "vectors" / "gradient_16x16_q50_420.jpg").read_bytes()
 VECTOR_SCAN = bytes.fromhex("e7edec7a715a76f63d38ad3b7b1e9c569dbd8f4e2aaae2c32fc76da9")
-ANNEX_K_LUMA_ZIGZAG = bytes([
-    16, 11, 12, 14, 12, 10, 16, 14, 13, 14, 18, 17, 16, 19, 24, 40,
-    26, 24, 22, 22, 24, 49, 35, 37, 29, 40, 58, 51, 61, 60, 57, 51,
-    56, 55, 64, 72, 92, 78, 64, 68, 87, 69, 55, 56, 80, 109, 81, 87,
-    95, 98, 103, 104, 103, 62, 77, 113, 121, 112, 100, 120, 92, 101, 103, 99,
-])
-ANNEX_K_CHROMA_ZIGZAG = bytes([
-    17, 18, 18, 24, 21, 24, 47, 26, 26, 47, 99, 66, 56, 66, 99, 99,
-] + [99] * 48)
 SOS_AT = 609
 DRI_1 = b"\xff\xdd\x00\x04\x00\x01"
 MIN_PAYLOAD = 8 + 4 + 128 + 1  # main + quantization table headers + 1 byte of scan data

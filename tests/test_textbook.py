@@ -14,7 +14,7 @@ import threading
 import time
 
 import pytest
-from conftest import RtspTestClient, udp_pair
+from conftest import RtspTestClient, arrivals_after_drain, udp_pair
 from make_sample import read_frame_number
 from PIL import Image
 
@@ -79,22 +79,9 @@ class TextbookClient:
 
     def quiet(self, seconds: float) -> int:
         """Drain, then count packets arriving within ``seconds``."""
-        self.rtp.settimeout(0.05)
-        try:
-            while True:
-                self.rtp.recv(20480)
-        except TimeoutError:
-            pass
-        got = 0
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            try:
-                self.rtp.recv(20480)
-                got += 1
-            except TimeoutError:
-                pass
+        count = arrivals_after_drain(self.rtp, seconds)
         self.rtp.settimeout(0.5)
-        return got
+        return count
 
     def close(self) -> None:
         self.rtsp.close()
@@ -180,6 +167,13 @@ def test_whole_movie_reaches_the_end(server_factory, media_root):
         client.close()
 
 
+def collect_frame(depacketizer: JpegDepacketizer, datagram: bytes, frames: list) -> None:
+    packet = Packet.parse(datagram)
+    frame = depacketizer.push(packet.payload, packet.timestamp, packet.marker)
+    if frame:
+        frames.append(frame)
+
+
 def receive_standard_udp(server, name: str, results: dict, key: str) -> None:
     """A standard client over UDP: DESCRIBE, SETUP, PLAY, then depacketize until RTCP BYE."""
     client = RtspTestClient(server.port)
@@ -200,10 +194,7 @@ def receive_standard_udp(server, name: str, results: dict, key: str) -> None:
         ended = False
         while time.monotonic() < deadline and not ended:
             try:
-                packet = Packet.parse(rtp.recv(65536))
-                frame = depacketizer.push(packet.payload, packet.timestamp, packet.marker)
-                if frame:
-                    frames.append(frame)
+                collect_frame(depacketizer, rtp.recv(65536), frames)
             except TimeoutError:
                 pass
             try:
@@ -215,10 +206,7 @@ def receive_standard_udp(server, name: str, results: dict, key: str) -> None:
         try:  # packets that arrived before the BYE was read
             rtp.settimeout(0.05)
             while True:
-                packet = Packet.parse(rtp.recv(65536))
-                frame = depacketizer.push(packet.payload, packet.timestamp, packet.marker)
-                if frame:
-                    frames.append(frame)
+                collect_frame(depacketizer, rtp.recv(65536), frames)
         except TimeoutError:
             pass
         results[key] = frames
