@@ -48,6 +48,7 @@ class StreamingServer:
         fps: float = 20.0,
         max_sessions: int = 100,
         session_timeout: float = 60.0,
+        idle_timeout: float = 30.0,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -59,6 +60,7 @@ class StreamingServer:
             self.listener.close()
             raise
         self.host = host
+        self.idle_timeout = idle_timeout
         self.port = self.listener.getsockname()[1]
         self.library = MediaLibrary(root)
         self.registry = SessionRegistry(max_sessions)
@@ -220,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--session-timeout", type=positive_float, default=60.0,
                         help="seconds without keep-alive (any request or RTCP report) before a "
                         "standard client's session ends (default 60)")
+    parser.add_argument("--idle-timeout", type=positive_float, default=30.0,
+                        help="seconds a connection without a session may go without a complete "
+                        "request before it is closed (default 30)")
     parser.add_argument("--mtu", type=int, default=DEFAULT_MAX_PAYLOAD,
                         help="largest RTP payload in bytes for standard clients "
                         f"(default {DEFAULT_MAX_PAYLOAD})")
@@ -244,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         server = StreamingServer(
             root=args.root, host=args.host, port=args.port, fps=args.fps,
             max_sessions=args.max_sessions, session_timeout=args.session_timeout,
+            idle_timeout=args.idle_timeout,
             max_payload=args.mtu,
         )
     except OSError as exc:

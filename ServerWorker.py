@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import select
 import socket
+import time
 from typing import TYPE_CHECKING
 
 from mjpeg_rtsp.rtcp import RtcpError, parse_compound
@@ -51,6 +52,7 @@ class ServerWorker:
         self.reader = RtspReader()
         self.writer = ConnectionWriter(sock)
         self.closing = False
+        self.last_request = time.monotonic()
 
     def run(self) -> None:
         log.info("connection %d from %s:%d", self.connection.id, *self.address[:2])
@@ -69,28 +71,43 @@ class ServerWorker:
             log.info("connection %d closed", self.connection.id)
 
     def _serve(self) -> None:
+        next_check = time.monotonic() + POLL_INTERVAL
         while not self.closing and not self.server.stopping:
             pending = self.reader.pending_textbook_message()
             readable, _, _ = select.select(
                 [self.sock], [], [], TEXTBOOK_QUIET if pending else POLL_INTERVAL
             )
-            if not readable:
-                if pending:
-                    request = self.reader.flush_textbook_message()
-                    if request is not None:
-                        self._answer(request)
-                for action in self.server.service.expire_sessions(
-                    self.server.registry.for_connection(self.connection.id)
-                ):
-                    log.info("session %s: no keep-alive for %.0f s", action.session.id,
-                             action.session.timeout)
-                    self.server.end_session(action.session, action.reason)
-                continue
-            data = self.sock.recv(RECV_SIZE)
-            self.reader.receive_data(data)
-            self._drain()
-            if not data:
-                return
+            if readable:
+                data = self.sock.recv(RECV_SIZE)
+                self.reader.receive_data(data)
+                self._drain()
+                if not data:
+                    return
+            elif pending:
+                request = self.reader.flush_textbook_message()
+                if isinstance(request, Request):
+                    self._answer(request)
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + POLL_INTERVAL
+                if not self._check_timeouts(now):
+                    return
+
+    def _check_timeouts(self, now: float) -> bool:
+        """End sessions without keep-alive; False when the connection itself has idled out."""
+        sessions = self.server.registry.for_connection(self.connection.id)
+        for action in self.server.service.expire_sessions(sessions):
+            log.info("session %s: no keep-alive for %.0f s", action.session.id,
+                     action.session.timeout)
+            self.server.end_session(action.session, action.reason)
+            sessions.remove(action.session)
+        # A connection without a session must keep completing requests (slow senders too).
+        idle = now - self.last_request
+        if not sessions and idle > self.server.idle_timeout:
+            log.info("connection %d: no complete request for %.0f s, closing",
+                     self.connection.id, idle)
+            return False
+        return True
 
     def _drain(self) -> None:
         while not self.closing:
@@ -111,6 +128,7 @@ class ServerWorker:
             # Responses from the client (to requests we never send) are ignored.
 
     def _answer(self, request: Request) -> None:
+        self.last_request = time.monotonic()
         reply = self.server.service.handle(request, self.connection)
         log.debug("%s %s -> %d", request.method, request.target, reply.response.status)
         self._send(reply)

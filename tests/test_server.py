@@ -290,3 +290,37 @@ def test_a_stalled_interleaved_reader_delays_nobody(server_factory):
         assert slow.packets_dropped > 0 and slow.state.value == "Playing"
     finally:
         stalled.close()
+
+
+def test_idle_and_slow_connections_are_closed(server_factory):
+    server = server_factory(idle_timeout=1)
+    idle = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    slow = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    textbook = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    try:
+        textbook.sendall(
+            b"SETUP movie.Mjpeg RTSP/1.0\nCSeq: 1\nTransport: RTP/UDP; client_port= 40000"
+        )
+        assert textbook.recv(1024).startswith(b"RTSP/1.0 200 OK\n")
+        started = time.monotonic()
+        closed = False
+        for byte in b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n" * 3:  # never completes in time
+            try:
+                slow.sendall(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.2)
+            if time.monotonic() - started > 5:
+                break
+        assert closed or slow.recv(1) == b""
+        assert idle.recv(1) == b""  # closed by the server
+        assert time.monotonic() - started < 5
+        # The connection holding a (textbook) session stays, though it sends nothing more.
+        assert len(server.registry) == 1
+        textbook.sendall(b"TEARDOWN movie.Mjpeg RTSP/1.0\nCSeq: 2\nSession: "
+                         + server.registry.all()[0].id.encode())
+        assert textbook.recv(1024).startswith(b"RTSP/1.0 200 OK\n")
+    finally:
+        for sock in (idle, slow, textbook):
+            sock.close()
