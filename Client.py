@@ -29,6 +29,50 @@ def format_time(seconds: float | None) -> str:
     return f"{int(seconds // 60):02d}:{seconds % 60:04.1f}"
 
 
+class LoginDialog:
+    """User name and password for a server that answered 401; ``done(user, password)`` on
+    OK, ``done(None, None)`` on Cancel, Escape or closing the dialog."""
+
+    def __init__(self, parent: tk.Misc, message: str, user: str | None, done) -> None:
+        self.done = done
+        self.top = top = tk.Toplevel(parent)
+        top.title("RTSP player - log in")
+        top.transient(parent)
+        top.resizable(False, False)
+        tk.Label(top, text=message, wraplength=320, justify=tk.LEFT).grid(
+            row=0, column=0, columnspan=2, padx=10, pady=(10, 6), sticky="w")
+        tk.Label(top, text="User name:").grid(row=1, column=0, padx=(10, 4), sticky="e")
+        tk.Label(top, text="Password:").grid(row=2, column=0, padx=(10, 4), sticky="e")
+        self.user = tk.Entry(top, width=28)
+        self.user.insert(0, user or "")
+        self.user.grid(row=1, column=1, padx=(0, 10), pady=2)
+        self.password = tk.Entry(top, width=28, show="*")
+        self.password.grid(row=2, column=1, padx=(0, 10), pady=2)
+        row = tk.Frame(top)
+        row.grid(row=3, column=0, columnspan=2, pady=8)
+        tk.Button(row, text="OK", width=8, command=self.ok).pack(side=tk.LEFT, padx=4)
+        tk.Button(row, text="Cancel", width=8, command=self.cancel).pack(side=tk.LEFT, padx=4)
+        top.bind("<Return>", lambda e: self.ok())
+        top.bind("<Escape>", lambda e: self.cancel())
+        top.protocol("WM_DELETE_WINDOW", self.cancel)
+        (self.password if user else self.user).focus_set()
+        top.grab_set()
+
+    def ok(self) -> None:
+        if not self.user.get():
+            self.user.focus_set()
+            return
+        self._finish(self.user.get(), self.password.get())
+
+    def cancel(self) -> None:
+        self._finish(None, None)
+
+    def _finish(self, user: str | None, password: str | None) -> None:
+        self.top.grab_release()
+        self.top.destroy()
+        self.done(user, password)
+
+
 class PlayerWindow:
     def __init__(self, root: tk.Tk, player: Player, title: str) -> None:
         self.root = root
@@ -38,17 +82,22 @@ class PlayerWindow:
         self.fullscreen = False
         self.dragging = False
         self.ended = False
+        self.login: LoginDialog | None = None
         root.title(f"RTSP player - {title}")
         root.geometry("640x560")
         root.minsize(320, 260)
         root.protocol("WM_DELETE_WINDOW", self.close)
 
-        self.video = tk.Label(root, bg="black", text="Press Setup, then Play", fg="grey70")
+        # The picture lives in a frame that does not grow to fit it: the window's size decides
+        # the picture's size, never the other way round.
+        self.video_area = tk.Frame(root, bg="black", width=640, height=480)
+        self.video_area.pack_propagate(False)
+        self.video = tk.Label(self.video_area, bg="black", bd=0, highlightthickness=0,
+                              text="Press Setup, then Play", fg="grey70")
         self.video.pack(fill=tk.BOTH, expand=True)
-        self.video.bind("<Configure>", self._resized)
+        self.video_area.bind("<Configure>", self._resized)
 
         seek_row = tk.Frame(root)
-        seek_row.pack(fill=tk.X, padx=6)
         self.position_label = tk.Label(seek_row, text="--:-- / --:--", width=16, anchor="w")
         self.position_label.pack(side=tk.LEFT)
         self.slider = ttk.Scale(seek_row, from_=0, to=1, orient=tk.HORIZONTAL)
@@ -58,7 +107,6 @@ class PlayerWindow:
         self.slider.state(["disabled"])
 
         buttons = tk.Frame(root)
-        buttons.pack(pady=4)
         self.buttons = {}
         for name, command in (("Setup", self.setup), ("Play", self.play),
                               ("Pause", self.pause), ("Teardown", self.teardown)):
@@ -67,7 +115,11 @@ class PlayerWindow:
             self.buttons[name] = button
 
         self.status = tk.Label(root, text="Init", anchor="w", relief=tk.SUNKEN, bd=1)
+        # Packed bottom-up, controls first, so a small window squeezes the picture, not them.
         self.status.pack(fill=tk.X, side=tk.BOTTOM)
+        buttons.pack(pady=4, side=tk.BOTTOM)
+        seek_row.pack(fill=tk.X, padx=6, side=tk.BOTTOM)
+        self.video_area.pack(fill=tk.BOTH, expand=True, side=tk.TOP)
 
         root.bind("<space>", lambda e: self.toggle())
         root.bind("s", lambda e: self.setup())
@@ -171,6 +223,8 @@ class PlayerWindow:
                 messagebox.showerror("RTSP player", event.message, parent=self.root)
             elif event.kind == "ended":
                 self.ended = True
+            elif event.kind == "credentials" and self.login is None:
+                self._ask_login(event.message)
         frame = self.player.latest_frame()
         if frame is not None and frame.number != self.shown_number:
             self._show(frame.image)
@@ -185,6 +239,18 @@ class PlayerWindow:
                     self.slider.set(frame.position)
         self._update_buttons()
         self.root.after(POLL_MS, self._poll)
+
+    def _ask_login(self, message: str) -> None:
+        def done(user: str | None, password: str | None) -> None:
+            self.login = None
+            if user is None:
+                self.player.cancel_login(message)  # comes back as an "error" event
+            else:
+                self.player.login(user, password or "")
+
+        self.status.config(text=message)
+        text = f"{message}\n\nLog in to {self.player.target.url}:"
+        self.login = LoginDialog(self.root, text, self.player.target.user, done)
 
     def _show(self, image: Image.Image) -> None:
         if self.photo is not None and self.photo.width() == image.width \
@@ -224,6 +290,7 @@ def run_window(args, options: PlayerOptions) -> int:
     except tk.TclError as exc:
         print(f"error: cannot open a window ({exc}); use --headless", file=sys.stderr)
         return 1
+    options.ask_credentials = True  # a 401 opens the log-in dialog
     player = Player(args.target, options)
     try:
         player.start()

@@ -73,6 +73,9 @@ class ReceiverStats:
         self._bytes: deque[tuple[float, int]] = deque()
         self._bytes_total = 0
         self._frames: deque[float] = deque()
+        # Until a whole window has passed, rates are over the time actually observed.
+        self._first_packet: float | None = None
+        self._first_frame: float | None = None
 
     # -- input -----------------------------------------------------------------------------
 
@@ -102,6 +105,8 @@ class ReceiverStats:
         self._update_jitter(timestamp, arrival)
         self._bytes.append((arrival, size))
         self._bytes_total += size
+        if self._first_packet is None:
+            self._first_packet = arrival
         self._prune(arrival)
 
     def on_frame(self, size: int, now: float) -> None:
@@ -109,6 +114,8 @@ class ReceiverStats:
         self.frames_displayed += 1
         self.last_frame_size = size
         self._frames.append(now)
+        if self._first_frame is None:
+            self._first_frame = now
         self._prune(now)
 
     # -- RFC 3550 figures ------------------------------------------------------------------
@@ -154,12 +161,18 @@ class ReceiverStats:
     def bitrate_kbps(self, now: float) -> float:
         """Payload bit rate over the last ``window`` seconds, in kbit/s."""
         self._prune(now)
-        return self._bytes_total * 8 / self.window / 1000.0
+        return self._bytes_total * 8 / self._span(self._first_packet, now) / 1000.0
 
     def fps(self, now: float) -> float:
         """Frames displayed per second over the last ``window`` seconds."""
         self._prune(now)
-        return len(self._frames) / self.window
+        return len(self._frames) / self._span(self._first_frame, now)
+
+    def _span(self, first: float | None, now: float) -> float:
+        """The averaging time: the window, or less while the stream is younger than it."""
+        if first is None:
+            return self.window
+        return min(self.window, max(now - first, 0.5))
 
     def report_block(
         self,

@@ -199,8 +199,8 @@ def test_snapshot() -> None:
         "packets_lost": 1,
         "loss_percent": pytest.approx(100 / 3),
         "jitter_ms": pytest.approx(0.125),
-        "kbps": pytest.approx(8.0),
-        "fps": 1.0,
+        "kbps": pytest.approx(16.0),  # 8000 bits over the 0.5 s observed so far
+        "fps": 2.0,
     }
 
 
@@ -211,3 +211,13 @@ def test_validation() -> None:
         ReceiverStats(window=0)
     with pytest.raises(ValueError, match=r"sequence number 65536 out of range"):
         ReceiverStats().on_packet(65536, 0, 0.0, 1)
+
+
+def test_rates_of_a_young_stream_use_the_time_observed() -> None:
+    """Before a whole window has passed, 20 fps must read 20, not 20 x elapsed / window."""
+    stats = ReceiverStats(window=2.0)
+    for i in range(13):  # 0.6 s at 20 fps, 1000-byte frames in one packet each
+        stats.on_packet(i, i * 4500, 10 + i * 0.05, 1000)
+        stats.on_frame(1000, 10 + i * 0.05)
+    assert stats.fps(10.6) == pytest.approx(13 / 0.6)
+    assert stats.bitrate_kbps(10.6) == pytest.approx(13 * 8 / 0.6)
