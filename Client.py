@@ -248,8 +248,7 @@ class PlayerWindow:
             else:
                 self.player.login(user, password or "")
 
-        self.status.config(text=message)
-        text = f"{message}\n\nLog in to {self.player.target.url}:"
+        text = f"{message[:1].upper()}{message[1:]}.\n\nLog in to {self.player.target.url}:"
         self.login = LoginDialog(self.root, text, self.player.target.user, done)
 
     def _show(self, image: Image.Image) -> None:

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from mjpeg_rtsp.auth import DigestAuthenticator, load_users, parse_user
 from mjpeg_rtsp.media import MediaLibrary
 from mjpeg_rtsp.rfc2435 import DEFAULT_MAX_PAYLOAD
 from mjpeg_rtsp.service import RtspService, ServerConfig
@@ -51,7 +52,10 @@ class StreamingServer:
         idle_timeout: float = 30.0,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         clock: Callable[[], float] = time.monotonic,
+        users: dict[str, str] | None = None,
     ) -> None:
+        # users (name -> password) turns Digest authentication on; None leaves it off.
+        authenticator = DigestAuthenticator(users, clock=clock) if users is not None else None
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.listener = socket.create_server((host, port), family=family, backlog=64)
         try:
@@ -71,7 +75,9 @@ class StreamingServer:
             server_rtp_port=self.udp.rtp_port,
             server_rtcp_port=self.udp.rtcp_port,
         )
-        self.service = RtspService(self.library, self.registry, self.config, clock)
+        self.service = RtspService(
+            self.library, self.registry, self.config, clock, authenticator
+        )
         self.scheduler = PacingScheduler(max_payload, clock)
         self.stopping = False
         self._workers: dict[int, tuple[threading.Thread, ServerWorker]] = {}
@@ -201,6 +207,24 @@ def port_number(text: str) -> int:
     return value
 
 
+def read_users(path: str | None, pairs: list[str]) -> dict[str, str] | None:
+    """The users of ``--users FILE`` and ``--auth USER:PASSWORD``; None when neither is given."""
+    if path is None and not pairs:
+        return None
+    users = load_users(path) if path is not None else {}
+    if path is not None and not users:
+        raise ValueError(f"{path}: no users in the file")
+    for pair in pairs:
+        try:
+            user, password = parse_user(pair)
+        except ValueError as exc:
+            raise ValueError(f"--auth: {exc}") from None
+        if user in users:
+            raise ValueError(f"--auth: user {user!r} given twice")
+        users[user] = password
+    return users
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="Server.py",
@@ -228,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mtu", type=int, default=DEFAULT_MAX_PAYLOAD,
                         help="largest RTP payload in bytes for standard clients "
                         f"(default {DEFAULT_MAX_PAYLOAD})")
+    parser.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD",
+                        help="require Digest authentication and accept this user (repeatable; "
+                        "the password shows in the process list: prefer --users)")
+    parser.add_argument("--users", metavar="FILE",
+                        help="require Digest authentication and accept the users of FILE "
+                        "(user:password lines, # comments)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log every request and RTCP report (default: sessions and errors)")
     return parser
@@ -241,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     if not 200 <= args.mtu <= 65000:
         print("error: --mtu must be between 200 and 65000", file=sys.stderr)
         return 2
+    try:
+        users = read_users(args.users, args.auth)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -250,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             root=args.root, host=args.host, port=args.port, fps=args.fps,
             max_sessions=args.max_sessions, session_timeout=args.session_timeout,
             idle_timeout=args.idle_timeout,
-            max_payload=args.mtu,
+            max_payload=args.mtu, users=users,
         )
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
@@ -266,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     urls = server.urls()
     print(f"RTSP server listening on port {server.port}, media folder {server.library.root}")
+    if users is not None:
+        print(f"authentication on: Digest, realm {server.service.authenticator.realm!r}, "
+              f"{len(users)} user(s); OPTIONS is open; textbook clients cannot log in")
     for url in urls or [f"rtsp://127.0.0.1:{server.port}/<file>.mjpeg (no media files found)"]:
         print(f"  {url}")
     sys.stdout.flush()

@@ -31,7 +31,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .client import ClientError, PlayerState, RtspClient, StreamTarget
 from .jitter import JitterBuffer, MediaFrame, starts_jpeg_frame
@@ -75,11 +75,14 @@ class PlayerOptions:
     reply_timeout: float = 10.0
     display_size: tuple[int, int] | None = None
     connect_timeout: float = 5.0
+    # On 401, post a "credentials" event and wait for login() or cancel_login() (the window
+    # asks its user) instead of failing.
+    ask_credentials: bool = False
 
 
 @dataclass(frozen=True)
 class PlayerEvent:
-    kind: str  # "state", "error", "ended"
+    kind: str  # "state", "error", "ended", "credentials" (see PlayerOptions.ask_credentials)
     message: str = ""
 
 
@@ -132,6 +135,8 @@ class Player:
         self._commands: queue.Queue[tuple[str, tuple]] = queue.Queue()
         self._steps: list[tuple[str, tuple]] = []
         self._awaiting: tuple[str, float] | None = None
+        self._current_step: tuple[str, tuple] | None = None
+        self._login_step: tuple[str, tuple] | None = None  # refused with 401, to send again
         self._sock: socket.socket | None = None
         self._reader = RtspReader()
         self._rtp: socket.socket | None = None
@@ -189,6 +194,14 @@ class Player:
     def teardown(self) -> None:
         self._commands.put(("teardown", ()))
 
+    def login(self, user: str, password: str) -> None:
+        """Send the request the server refused with 401 again, with these credentials."""
+        self._commands.put(("login", (user, password)))
+
+    def cancel_login(self, message: str) -> None:
+        """Give up after a 401: the player fails with ``message``."""
+        self._commands.put(("cancel_login", (message,)))
+
     def close(self, timeout: float = 3.0) -> None:
         """Tear down (if set up) and stop every thread."""
         if not self._running:
@@ -215,7 +228,8 @@ class Player:
     @property
     def busy(self) -> bool:
         """A request is on its way or queued."""
-        return self._awaiting is not None or bool(self._steps) or not self._commands.empty()
+        return (self._awaiting is not None or bool(self._steps) or not self._commands.empty()
+                or self._login_step is not None)
 
     def latest_frame(self) -> DisplayFrame | None:
         return self._latest
@@ -289,14 +303,25 @@ class Player:
                 command, args = self._commands.get_nowait()
             except queue.Empty:
                 break
-            if command == "setup":
+            if command == "login":
+                step, self._login_step = self._login_step, None
+                if step is not None:
+                    user, password = args
+                    self.target = replace(self.target, user=user, password=password)
+                    self.client.target = self.target
+                    self._steps.insert(0, step)
+            elif command == "cancel_login":
+                if self._login_step is not None:
+                    self._login_step = None
+                    self._fail(args[0])
+            elif command == "setup":
                 if self.target.dialect is Dialect.STANDARD:
                     self._steps += [("options", ()), ("describe", ()), ("setup", ())]
                 else:
                     self._steps.append(("setup", ()))
             else:
                 self._steps.append((command, args))
-        if self._awaiting is None and self._steps:
+        if self._awaiting is None and self._login_step is None and self._steps:
             self._send_step(*self._steps.pop(0))
 
     def _send_step(self, step: str, args: tuple) -> None:
@@ -312,6 +337,7 @@ class Player:
         else:
             data = getattr(client, step)()
         self._awaiting = (step, self.clock() + self.options.reply_timeout)
+        self._current_step = (step, args)
         self._sock.sendall(data)
 
     def _drain_rtsp(self) -> None:
@@ -349,6 +375,10 @@ class Player:
                 message = "the server requires a user name and password (401 Unauthorized)"
                 if self.target.user is not None:
                     message = "the server rejected the user name or password (401 Unauthorized)"
+                if self.options.ask_credentials and self._current_step is not None:
+                    self._login_step = self._current_step
+                    self.events.put(PlayerEvent("credentials", message))
+                    return
             else:
                 message = f"{reply.method} failed: {status} {reason}".strip()
             self._fail(message)

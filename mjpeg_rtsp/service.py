@@ -16,6 +16,7 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .auth import AuthStatus, DigestAuthenticator
 from .media import MediaError, MediaLibrary
 from .rtsp import (
     Dialect,
@@ -94,11 +95,13 @@ class RtspService:
         registry: SessionRegistry,
         config: ServerConfig,
         clock: Callable[[], float],
+        authenticator: DigestAuthenticator | None = None,
     ) -> None:
         self.library = library
         self.registry = registry
         self.config = config
         self.clock = clock
+        self.authenticator = authenticator
 
     # --- entry points ---------------------------------------------------------------------
 
@@ -108,6 +111,10 @@ class RtspService:
         try:
             if request.cseq is None or not request.cseq.strip().isdigit():
                 raise RtspError("missing or invalid CSeq header")
+            if self.authenticator is not None and request.method != "OPTIONS":
+                denied = self._authenticate(request, conn)
+                if denied is not None:
+                    return denied
             if request.headers.get("Require"):
                 raise RtspError(
                     f"unsupported option {request.headers.get('Require')!r}",
@@ -130,6 +137,28 @@ class RtspService:
                 request.headers,
             )
         return reply
+
+    def _authenticate(self, request: Request, conn: Connection) -> Reply | None:
+        """None when the request carries valid credentials, else the 401 reply (RFC 7826
+        section 19; OPTIONS is never asked for them). Textbook clients cannot authenticate."""
+        result = self.authenticator.check(
+            request.method, request.headers.get("Authorization"), request.target
+        )
+        if result.ok:
+            return None
+        user = repr(result.user[:64]) if result.user is not None else "(none)"
+        if result.status is AuthStatus.BAD:
+            log.info("%s %s from %s: authentication failed for user %s: %s", request.method,
+                     request.target[:120], conn.peer_ip, user, result.reason)
+        else:
+            log.debug("%s %s from %s: 401 (%s, user %s)", request.method, request.target[:120],
+                      conn.peer_ip, result.reason, user)
+        headers = Headers([
+            ("CSeq", request.cseq or "0"),
+            ("WWW-Authenticate", self.authenticator.challenge_for(result)),
+            ("Server", SERVER_NAME),
+        ])
+        return Reply(Response(int(RtspStatus.UNAUTHORIZED), headers), request.dialect)
 
     def error_reply(
         self,

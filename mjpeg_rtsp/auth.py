@@ -1,0 +1,314 @@
+"""Digest access authentication for the server (RFC 2617 as RTSP uses it; RFC 7826 section 19).
+
+Theory of operation: the server challenges with ``WWW-Authenticate: Digest realm=..., nonce=...,
+algorithm=MD5`` and checks the ``Authorization`` header of every request against the users it
+knows. Nothing here touches a socket or a thread; the clock and the randomness are passed in.
+
+* Nonces are self-validating, so the server keeps no table of them: ``issue time (ms, 16 hex
+  digits) + salt (16 hex digits) + HMAC-SHA256(key, issue time + salt)`` (truncated to 32 hex
+  digits), with a key drawn from :mod:`secrets` when the authenticator is made. A nonce the
+  key did not sign is refused as bad; one older than ``nonce_lifetime`` with an otherwise
+  correct response earns a ``stale=true`` challenge (RFC 2617 section 3.2.1), so the client
+  retries with the fresh nonce without asking its user again. Nonces are reused for many
+  requests (live555, ffmpeg and GStreamer all do so), as RFC 2069 allows.
+* The challenge offers no ``qop``: live555 (VLC) does not implement it, and every RTSP client
+  implements the RFC 2069 form (``response = MD5(HA1:nonce:HA2)``). Responses in the RFC 2617
+  ``qop=auth`` form (``MD5(HA1:nonce:nc:cnonce:auth:HA2)``) are accepted too.
+* Only MD5 (the only algorithm RTSP clients implement); ``MD5-sess`` and others are refused.
+* Digest only, no Basic: Basic sends the password in clear text on every request.
+* The ``uri`` parameter must be present; it is compared with the request's URI loosely (path
+  only, trailing ``/`` ignored, an aggregate URL covers its control URLs), since clients differ
+  in what they put there. The response hash is always computed over the ``uri`` they sent.
+
+Every comparison of secrets uses :func:`hmac.compare_digest`; for an unknown user a response is
+still computed (against a dummy HA1), so a wrong user and a wrong password look alike, also in
+time. Any ``Authorization`` value, however malformed, gives an :class:`AuthResult`, never an
+exception.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import re
+import secrets
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_REALM = "mjpeg-rtsp"
+DEFAULT_NONCE_LIFETIME = 300.0
+MAX_HEADER_LENGTH = 4096
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEX32 = re.compile(r"[0-9a-fA-F]{32}")
+_NC = re.compile(r"[0-9a-fA-F]{8}")
+_MAC_HEX = 32
+
+
+class AuthStatus(enum.Enum):
+    OK = "ok"
+    MISSING = "missing"  # no Authorization header (or not a Digest one): challenge
+    BAD = "bad"  # wrong user, wrong password, forged nonce, malformed header
+    STALE = "stale"  # right credentials, expired nonce: challenge with stale=true
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    status: AuthStatus
+    user: str | None = None  # the user name the client gave (for logs), if any
+    reason: str = ""  # why it failed (for logs; never contains a password)
+    nonce: str | None = None  # the client's nonce, when it is ours and still fresh
+
+    @property
+    def ok(self) -> bool:
+        return self.status is AuthStatus.OK
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def parse_auth_params(text: str) -> dict[str, str] | None:
+    """``name=value`` pairs, comma separated, values tokens or quoted strings (RFC 2617 1.2).
+
+    Names are lower-cased; None for anything malformed (unterminated quote, a pair without
+    ``=``, a name given twice).
+    """
+    params: dict[str, str] = {}
+    i, n = 0, len(text)
+    while True:
+        while i < n and text[i] in " \t,":
+            i += 1
+        if i >= n:
+            return params
+        match = _TOKEN.match(text, i)
+        if match is None:
+            return None
+        name = match.group().lower()
+        i = match.end()
+        while i < n and text[i] in " \t":
+            i += 1
+        if i >= n or text[i] != "=":
+            return None
+        i += 1
+        while i < n and text[i] in " \t":
+            i += 1
+        if i < n and text[i] == '"':
+            i += 1
+            value = []
+            while True:
+                if i >= n:
+                    return None  # unterminated quoted string
+                char = text[i]
+                if char == "\\" and i + 1 < n:
+                    value.append(text[i + 1])
+                    i += 2
+                    continue
+                if char == '"':
+                    i += 1
+                    break
+                value.append(char)
+                i += 1
+            value_text = "".join(value)
+        else:
+            match = _TOKEN.match(text, i)
+            if match is None:
+                return None
+            value_text = match.group()
+            i = match.end()
+        if name in params:
+            return None
+        params[name] = value_text
+        while i < n and text[i] in " \t":
+            i += 1
+        if i < n and text[i] != ",":
+            return None
+
+
+def _uri_path(uri: str) -> str | None:
+    """The unquoted path of a URI (absolute URL or bare path), without a trailing ``/``."""
+    try:
+        parts = urllib.parse.urlsplit(uri)
+    except ValueError:
+        return None
+    return urllib.parse.unquote(parts.path).rstrip("/")
+
+
+def uri_matches(digest_uri: str, request_uri: str) -> bool:
+    """Loose comparison of the ``uri`` parameter with the request line's URI.
+
+    Equal strings match; otherwise the paths must be equal (trailing ``/`` ignored), or the
+    digest path must be a non-empty ``/``-prefix of the request path (a client that signs the
+    presentation URL while it sets up the control URL under it). ``*`` matches only ``*``.
+    """
+    if digest_uri == request_uri:
+        return True
+    digest_path, request_path = _uri_path(digest_uri), _uri_path(request_uri)
+    if not digest_path or request_path is None or "*" in (digest_uri, request_uri):
+        return False
+    return request_path == digest_path or request_path.startswith(digest_path + "/")
+
+
+class DigestAuthenticator:
+    """The server's side of Digest authentication (RFC 2617 sections 3.2.1 and 3.2.2)."""
+
+    def __init__(
+        self,
+        users: dict[str, str],
+        realm: str = DEFAULT_REALM,
+        nonce_lifetime: float = DEFAULT_NONCE_LIFETIME,
+        clock: Callable[[], float] = time.monotonic,
+        token_bytes: Callable[[int], bytes] = secrets.token_bytes,
+    ) -> None:
+        if not users:
+            raise ValueError("no users: authentication would refuse everyone")
+        if not realm or any(c in realm for c in '"\\') or not realm.isprintable():
+            raise ValueError(f"bad realm {realm!r}: printable, without quotes or backslashes")
+        if not nonce_lifetime > 0:
+            raise ValueError("nonce_lifetime must be > 0")
+        for user in users:
+            check_user_name(user)
+        self.realm = realm
+        self.nonce_lifetime = nonce_lifetime
+        self.clock = clock
+        self._token_bytes = token_bytes
+        self._key = token_bytes(32)
+        # Only HA1 = MD5(user:realm:password) is kept, never the password.
+        self._ha1 = {user: _md5(f"{user}:{realm}:{password}") for user, password in users.items()}
+        self._dummy_ha1 = _md5(token_bytes(16).hex())
+
+    @property
+    def users(self) -> list[str]:
+        return sorted(self._ha1)
+
+    # --- nonces -------------------------------------------------------------------------
+
+    def _mac(self, body: str) -> str:
+        return hmac.new(self._key, body.encode("ascii"), hashlib.sha256).hexdigest()[:_MAC_HEX]
+
+    def new_nonce(self) -> str:
+        issued = int(self.clock() * 1000) & 0xFFFFFFFFFFFFFFFF
+        body = f"{issued:016x}{self._token_bytes(8).hex()}"
+        return body + self._mac(body)
+
+    def _nonce_age(self, nonce: str) -> float | None:
+        """Seconds since the nonce was issued; None if this server did not issue it."""
+        if len(nonce) != 32 + _MAC_HEX or not all(c in "0123456789abcdef" for c in nonce):
+            return None
+        body, mac = nonce[:32], nonce[32:]
+        if not hmac.compare_digest(mac, self._mac(body)):
+            return None
+        age = self.clock() - int(body[:16], 16) / 1000
+        return age if age >= -1.0 else None  # issued in the future: not by this clock
+
+    # --- the challenge and the check -----------------------------------------------------
+
+    def challenge(self, stale: bool = False, nonce: str | None = None) -> str:
+        """A ``WWW-Authenticate`` value: ``Digest realm="...", nonce="...", algorithm=MD5``."""
+        value = f'Digest realm="{self.realm}", nonce="{nonce or self.new_nonce()}", algorithm=MD5'
+        return value + ", stale=true" if stale else value
+
+    def challenge_for(self, result: AuthResult) -> str:
+        """The challenge answering a failed check: ``stale=true`` for an expired nonce, the
+        client's own nonce again when only its response was wrong (so a client that retries
+        once per new nonce does not retry wrong credentials for ever)."""
+        return self.challenge(stale=result.status is AuthStatus.STALE, nonce=result.nonce)
+
+    def check(self, method: str, authorization: str | None, uri: str | None = None) -> AuthResult:
+        """Verify an ``Authorization`` header for ``method`` (and the request line's ``uri``,
+        when given). RFC 2617 section 3.2.2: response = MD5(HA1:nonce:HA2), or with qop=auth
+        MD5(HA1:nonce:nc:cnonce:auth:HA2); HA1 = MD5(user:realm:password), HA2 =
+        MD5(method:digest-uri)."""
+        if authorization is None or not authorization.strip():
+            return AuthResult(AuthStatus.MISSING, reason="no Authorization header")
+        if len(authorization) > MAX_HEADER_LENGTH:
+            return AuthResult(AuthStatus.BAD, reason="Authorization header too long")
+        scheme, rest = re.match(r"\s*(\S*)\s*(.*)", authorization, re.S).groups()
+        if scheme.lower() != "digest":
+            return AuthResult(AuthStatus.BAD, reason=f"{scheme[:20]!r} authentication not "
+                              "accepted (Digest only)")
+        params = parse_auth_params(rest)
+        if params is None:
+            return AuthResult(AuthStatus.BAD, reason="malformed Digest parameters")
+        user = params.get("username")
+        missing = [p for p in ("username", "realm", "nonce", "uri", "response") if p not in params]
+        if missing:
+            return AuthResult(AuthStatus.BAD, user, f"missing {', '.join(missing)}")
+        if params["realm"] != self.realm:
+            return AuthResult(AuthStatus.BAD, user, "wrong realm")
+        algorithm = params.get("algorithm", "MD5")
+        if algorithm.upper() != "MD5":
+            return AuthResult(AuthStatus.BAD, user, f"algorithm {algorithm[:20]!r} not supported")
+        digest_uri = params["uri"]
+        if uri is not None and not uri_matches(digest_uri, uri):
+            return AuthResult(AuthStatus.BAD, user, "uri does not match the request")
+        response = params["response"]
+        if not _HEX32.fullmatch(response):
+            return AuthResult(AuthStatus.BAD, user, "malformed response")
+        nonce = params["nonce"]
+        qop = params.get("qop")
+        ha2 = _md5(f"{method}:{digest_uri}")
+        ha1 = self._ha1.get(user, self._dummy_ha1)
+        if qop is None:
+            expected = _md5(f"{ha1}:{nonce}:{ha2}")
+        elif qop.lower() == "auth":
+            nc, cnonce = params.get("nc", ""), params.get("cnonce", "")
+            if not _NC.fullmatch(nc) or not cnonce:
+                return AuthResult(AuthStatus.BAD, user, "qop=auth without valid nc and cnonce")
+            expected = _md5(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
+        else:
+            return AuthResult(AuthStatus.BAD, user, f"qop {qop[:20]!r} not supported")
+        right = hmac.compare_digest(expected.encode(), response.lower().encode())
+        age = self._nonce_age(nonce)
+        if age is None:
+            return AuthResult(AuthStatus.BAD, user, "nonce not issued by this server")
+        fresh = age <= self.nonce_lifetime
+        if not right or user not in self._ha1:
+            return AuthResult(AuthStatus.BAD, user, "wrong user name or password",
+                              nonce if fresh else None)
+        if not fresh:
+            return AuthResult(AuthStatus.STALE, user, "nonce expired")
+        return AuthResult(AuthStatus.OK, user)
+
+
+def check_user_name(user: str) -> None:
+    """ValueError unless ``user`` can travel in a Digest quoted string unescaped."""
+    if not user:
+        raise ValueError("empty user name")
+    if any(c in user for c in ':"\\') or not user.isprintable():
+        raise ValueError(f"bad user name {user!r}: no ':', quotes, backslashes or control "
+                         "characters")
+
+
+def parse_user(text: str) -> tuple[str, str]:
+    """``user:password`` (the password is everything after the first colon, verbatim)."""
+    user, sep, password = text.partition(":")
+    user = user.strip()
+    if not sep:
+        raise ValueError("expected user:password")
+    check_user_name(user)
+    if not password:
+        raise ValueError(f"empty password for user {user!r}")
+    return user, password
+
+
+def load_users(path: str | Path) -> dict[str, str]:
+    """Users from a file of ``user:password`` lines; ``#`` starts a comment line, blank
+    lines are skipped. ValueError naming the line for anything else."""
+    users: dict[str, str] = {}
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            try:
+                user, password = parse_user(line)
+            except ValueError as exc:
+                raise ValueError(f"{path}, line {number}: {exc}") from None
+            if user in users:
+                raise ValueError(f"{path}, line {number}: user {user!r} given twice")
+            users[user] = password
+    return users
