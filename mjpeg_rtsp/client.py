@@ -37,6 +37,7 @@ from .sdp import SdpError, parse_sdp
 
 USER_AGENT = "mjpeg-rtsp-player/0.1"
 DEFAULT_RTSP_PORT = 554
+MAX_AUTH_ATTEMPTS = 3
 
 
 class PlayerState(enum.Enum):
@@ -283,7 +284,7 @@ class RtspClient:
             except RangeError:
                 pass
         dims = media.attribute("x-dimensions")
-        if dims and re.fullmatch(r"\s*\d+\s*,\s*\d+\s*", dims):
+        if dims and re.fullmatch(r"\s*\d{1,9}\s*,\s*\d{1,9}\s*", dims):
             info.width, info.height = (int(v) for v in dims.split(","))
         rate_value = media.attribute("framerate") or sdp.attribute("framerate")
         try:
@@ -298,7 +299,8 @@ class RtspClient:
             raise ClientError("SETUP reply without a Session header")
         self.session_id = parse_session_header(session)
         match = re.search(r";\s*timeout\s*=\s*(\d+)", session)
-        if match and int(match.group(1)) > 0:
+        # int() refuses more than 4300 digits; nine are plenty for seconds.
+        if match and len(match.group(1)) <= 9 and int(match.group(1)) > 0:
             self.session_timeout = float(match.group(1))
         transport = response.headers.get("Transport") or ""
         for spec in parse_transport(transport)[:1]:
@@ -341,6 +343,8 @@ class RtspClient:
     # --- authentication (RFC 2617 as RTSP uses it) -----------------------------------------
 
     def _authenticate(self, response: Response, request: Request) -> bytes | None:
+        if len(self._auth_tried) >= MAX_AUTH_ATTEMPTS:
+            return None  # a server that changes its nonce on every 401 must not loop us
         challenges = response.headers.get_all("WWW-Authenticate")
         digest = next((c for c in challenges if c.lower().startswith("digest")), None)
         basic = next((c for c in challenges if c.lower().startswith("basic")), None)

@@ -173,3 +173,18 @@ def test_basic_authentication():
         b'RTSP/1.0 401 Unauthorized\r\nCSeq: 1\r\nWWW-Authenticate: Basic realm="x"\r\n\r\n'
     ))
     assert b"Authorization: Basic dTpw\r\n" in reply.retry
+
+
+def test_authentication_gives_up_against_ever_new_nonces():
+    client = RtspClient(parse_rtsp_url("rtsp://alice:wrong@cam/live"))
+    client.describe()
+    retries = 0
+    for n in range(10):
+        reply = client.receive(response(
+            f"RTSP/1.0 401 Unauthorized\r\nCSeq: {n + 1}\r\n"
+            f'WWW-Authenticate: Digest realm="cams", nonce="n{n}"\r\n\r\n'.encode()
+        ))
+        if reply is None or reply.retry is None:
+            break
+        retries += 1
+    assert retries == 3
