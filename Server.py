@@ -51,6 +51,7 @@ class StreamingServer:
         session_timeout: float = 60.0,
         idle_timeout: float = 30.0,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
+        gso: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
         users: dict[str, str] | None = None,
     ) -> None:
@@ -59,7 +60,7 @@ class StreamingServer:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.listener = socket.create_server((host, port), family=family, backlog=64)
         try:
-            self.udp = UdpEndpoint(host, family, self._on_rtcp)
+            self.udp = UdpEndpoint(host, family, self._on_rtcp, gso)
         except OSError:
             self.listener.close()
             raise
@@ -258,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--users", metavar="FILE",
                         help="require Digest authentication and accept the users of FILE "
                         "(user:password lines, # comments)")
+    parser.add_argument("--no-gso", action="store_true",
+                        help="send every RTP datagram with its own system call, even where the "
+                        "kernel offers UDP segmentation offload (used when available)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log every request and RTCP report (default: sessions and errors)")
     return parser
@@ -284,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         server = StreamingServer(
             root=args.root, host=args.host, port=args.port, fps=args.fps,
             max_sessions=args.max_sessions, session_timeout=args.session_timeout,
-            idle_timeout=args.idle_timeout,
+            idle_timeout=args.idle_timeout, gso=False if args.no_gso else None,
             max_payload=args.mtu, users=users,
         )
     except OSError as exc:
@@ -301,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     urls = server.urls()
     print(f"RTSP server listening on port {server.port}, media folder {server.library.root}")
+    log.info("UDP segmentation offload %s", "on" if server.udp.gso else "off")
     if users is not None:
         print(f"authentication on: Digest, realm {server.service.authenticator.realm!r}, "
               f"{len(users)} user(s); OPTIONS is open; textbook clients cannot log in")

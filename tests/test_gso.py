@@ -1,0 +1,68 @@
+"""Both UDP send paths (segmentation offload and one datagram per call) put the same bytes
+on the wire."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from conftest import RtspTestClient, udp_pair
+
+from mjpeg_rtsp.rtp import RtpPacket
+from mjpeg_rtsp.streaming import GSO_MAX_SEGMENTS, gso_batches, gso_supported
+
+
+def test_batches_are_equal_sized_with_a_short_last_one():
+    full, short = (b"h" * 12, b"p" * 1400), (b"h" * 12, b"p" * 300)
+    batches = gso_batches([full] * 50 + [short])
+    assert [(size, len(batch)) for size, batch in batches] == [(1412, 46), (1412, 5)]
+    assert batches[1][1][-1] == short
+    # A short packet in the middle ends its batch; a longer one starts a new one.
+    sizes = [(size, len(b)) for size, b in gso_batches([full, short, full, full])]
+    assert sizes == [(1412, 2), (1412, 2)]
+    tiny = [(b"h" * 12, b"p" * 8)] * 100
+    assert all(len(batch) <= GSO_MAX_SEGMENTS for _, batch in gso_batches(tiny))
+    assert sum(len(batch) for _, batch in gso_batches(tiny)) == 100
+
+
+def record(server, frames: int) -> list[tuple]:
+    """Packets of the first ``frames`` frames of hd.mjpeg, relative to the stream's start."""
+    client = RtspTestClient(server.port)
+    rtp, rtcp = udp_pair()
+    packets = []
+    try:
+        port = rtp.getsockname()[1]
+        reply = client.request("SETUP", "hd.mjpeg",
+                               Transport=f"RTP/AVP;unicast;client_port={port}-{port + 1}")
+        session = reply.headers.get("Session").split(";")[0]
+        client.request("PLAY", "hd.mjpeg", Session=session)
+        rtp.settimeout(5)
+        markers = 0
+        while markers < frames:
+            packet = RtpPacket.parse(rtp.recv(65536))
+            packets.append(packet)
+            markers += packet.marker
+    finally:
+        client.close()
+        rtp.close()
+        rtcp.close()
+    first = packets[0]
+    return [
+        ((p.sequence_number - first.sequence_number) & 0xFFFF,
+         (p.timestamp - first.timestamp) & 0xFFFFFFFF, p.marker, p.payload_type, p.payload)
+        for p in packets
+    ]
+
+
+def test_offload_and_plain_sends_deliver_identical_packets(server_factory):
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    with probe:
+        if not gso_supported(probe):
+            pytest.skip("this kernel has no UDP segmentation offload")
+    offload = server_factory(fps=60, gso=True)
+    plain = server_factory(fps=60, gso=False)
+    assert offload.udp.gso and not plain.udp.gso
+    with_offload, without = record(offload, 10), record(plain, 10)
+    assert len(with_offload) > 100  # 1280x720 frames: dozens of packets each
+    assert with_offload == without
