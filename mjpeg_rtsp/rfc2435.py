@@ -468,10 +468,13 @@ class JpegDepacketizer:
         return tables
 
     def _dimension(self, field: int, configured: int | None, name: str) -> int:
-        if configured is not None and configured > 0 and (
+        if configured is not None and 0 < configured <= 0xFFFF and (
             field == 0 or (configured + 7) // 8 == field
         ):
             return configured
+        if field == 0 and configured is not None and configured > 0xFFFF:
+            # SOF0 holds 16 bits; a larger a=x-dimensions must not reach build_jpeg_header.
+            raise Rfc2435Error(f"{name} {configured} from a=x-dimensions exceeds 65535")
         if field == 0:
             raise Rfc2435Error(f"{name} is 0 in the header and no a=x-dimensions was given")
         return field * 8

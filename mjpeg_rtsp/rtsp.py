@@ -220,7 +220,9 @@ class RtspReader:
         return len(self._buffer)
 
     def receive_data(self, data: bytes) -> None:
-        """Append bytes from the peer; ``b""`` signals end of stream."""
+        """Append bytes from the peer; ``b""`` signals end of stream. Dropped once failed."""
+        if self._broken:
+            return
         if data:
             self._buffer += data
         else:
@@ -238,11 +240,11 @@ class RtspReader:
             return self._interleaved()
         end = _END_OF_HEADERS.search(buf, 0, self._max_header_bytes + 4)
         if end is None:
-            if len(buf) > self._max_header_bytes:
-                self._broken = True
-                raise RemoteProtocolError(
+            # Fail only once the whole search window is in: a terminator may still complete a
+            # header of up to max + 4 bytes, and any split of the stream must give one outcome.
+            if len(buf) >= self._max_header_bytes + 4:
+                raise self._fatal(
                     f"message header exceeds {self._max_header_bytes} bytes",
-                    fatal=True,
                     cseq=_sniff_cseq(buf),
                 )
             if self._eof and self.pending_textbook_message():
@@ -284,6 +286,12 @@ class RtspReader:
         event = self._complete(head, len(self._buffer))
         return event if isinstance(event, (Request, Response)) else None
 
+    def _fatal(self, message: str, **kwargs) -> RemoteProtocolError:
+        """Fail for good: the stream can no longer be framed, so nothing more is buffered."""
+        self._broken = True
+        self._buffer.clear()
+        return RemoteProtocolError(message, fatal=True, **kwargs)
+
     def _skip_blank_lines(self) -> None:
         # RFC 2326 allows stray CRLFs between messages (some clients send them as keep-alives).
         strip = 0
@@ -324,24 +332,23 @@ class RtspReader:
         length_text = headers.get("Content-Length")
         length = 0
         if length_text is not None:
-            if not length_text.strip().isdigit():
-                self._broken = True
-                raise RemoteProtocolError(
-                    f"invalid Content-Length {length_text!r}", fatal=True, cseq=cseq
-                )
-            length = int(length_text)
-            if length > self._max_body_bytes:
-                self._broken = True
-                raise RemoteProtocolError(
-                    f"body of {length} bytes exceeds {self._max_body_bytes}",
+            # ASCII digits only: str.isdigit() also accepts "²", which int() rejects.
+            digits = length_text.strip()
+            if not (digits.isascii() and digits.isdigit()):
+                raise self._fatal(f"invalid Content-Length {length_text[:40]!r}", cseq=cseq)
+            digits = digits.lstrip("0") or "0"
+            # Compare lengths before int(): int() refuses strings of more than 4300 digits.
+            if len(digits) > len(str(self._max_body_bytes)) or int(digits) > self._max_body_bytes:
+                raise self._fatal(
+                    f"body of {digits[:20]}{'...' if len(digits) > 20 else ''} bytes "
+                    f"exceeds {self._max_body_bytes}",
                     status=RtspStatus.REQUEST_ENTITY_TOO_LARGE,
-                    fatal=True,
                     cseq=cseq,
                 )
+            length = int(digits)
         if len(self._buffer) < consumed + length:
             if self._eof:
-                self._broken = True
-                raise RemoteProtocolError("connection closed inside a message body", fatal=True)
+                raise self._fatal("connection closed inside a message body")
             return NEED_DATA
         body = bytes(self._buffer[consumed : consumed + length])
         del self._buffer[: consumed + length]
