@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from .client import ClientError, PlayerState, RtspClient, StreamTarget
 from .jitter import JitterBuffer, MediaFrame, starts_jpeg_frame
 from .ports import bind_rtp_pair
+from .rawjpeg import RawJpegAssembler
 from .rfc2435 import JpegDepacketizer, Rfc2435Error
 from .rtcp import (
     Bye,
@@ -131,6 +132,7 @@ class Player:
             frame_start=None if textbook else starts_jpeg_frame,
         )
         self._depacketizer = JpegDepacketizer()
+        self._raw_assembler = RawJpegAssembler()
         self._lock = threading.Condition()
         self._commands: queue.Queue[tuple[str, tuple]] = queue.Queue()
         self._steps: list[tuple[str, tuple]] = []
@@ -579,9 +581,12 @@ class Player:
 
     def _rebuild(self, frame: MediaFrame, depacketizer: JpegDepacketizer) -> bytes | None:
         if self.target.dialect is Dialect.TEXTBOOK:
-            jpeg = b"".join(frame.payloads)
-            if jpeg[:2] == b"\xff\xd8":
+            dropped = self._raw_assembler.frames_dropped
+            jpeg = self._raw_assembler.push(b"".join(frame.payloads), frame.first_seq)
+            if jpeg is not None:
                 return jpeg
+            if self._raw_assembler.frames_dropped == dropped:
+                return None  # a piece of a frame still being assembled
         else:
             jpeg = None
             try:
