@@ -334,6 +334,7 @@ class Player:
             if client.state is PlayerState.INIT:
                 return
             data = client.play(*args)
+            self._new_play()  # before sending: the first packets may beat the reply
         elif step in ("pause", "teardown") and client.state is PlayerState.INIT:
             return
         else:
@@ -341,6 +342,19 @@ class Player:
         self._awaiting = (step, self.clock() + self.options.reply_timeout)
         self._current_step = (step, args)
         self._sock.sendall(data)
+
+    def _new_play(self) -> None:
+        """Forget the previous PLAY's packets and timing (a seek or a resume starts afresh)."""
+        with self._lock:
+            self.jitter.reset()
+            media = self.client.media
+            self._depacketizer = JpegDepacketizer(
+                *(media.width, media.height) if media else (None, None)
+            )
+            self._raw_assembler = RawJpegAssembler()
+            self._bye = False
+            self._last_packet = self.clock()
+        self.ended.clear()
 
     def _drain_rtsp(self) -> None:
         while True:
@@ -395,21 +409,15 @@ class Player:
             start = reply.play_range[0] if reply.play_range else None
             rtptime = reply.rtp_info.get("rtptime")
             with self._lock:
-                self.jitter.reset()
-                self._depacketizer = JpegDepacketizer(
-                    *(self.client.media.width, self.client.media.height)
-                    if self.client.media else (None, None)
-                )
-                self._bye = False
                 self._last_packet = now
                 if rtptime is not None and rtptime.isdigit():
                     self._play_origin = (start or 0.0, int(rtptime))
                 else:
                     self._play_origin = None
-            self.ended.clear()
             if self.target.dialect is Dialect.STANDARD:
                 self._next_report = now + 1.0
         elif reply.method == "TEARDOWN":
+            self.client.ssrc = None  # a new SETUP may bring a new source
             self._close_media_sockets()
             self._next_keepalive = self._next_report = float("inf")
         self.events.put(PlayerEvent("state", self.client.state.value))
@@ -523,8 +531,10 @@ class Player:
         with self._lock:
             media = self.client.media
             expected_ssrc = self.client.ssrc
-            if expected_ssrc is None and self.target.dialect is Dialect.STANDARD:
-                self.client.ssrc = expected_ssrc = packet.ssrc  # the server did not announce it
+            if expected_ssrc is None:
+                # The server did not announce it (textbook servers never do): the first
+                # packet's source is the stream's.
+                self.client.ssrc = expected_ssrc = packet.ssrc
             if (expected_ssrc is not None and packet.ssrc != expected_ssrc) or (
                 media is not None and self.target.dialect is Dialect.STANDARD
                 and packet.payload_type != media.payload_type

@@ -51,11 +51,7 @@ def assert_clean_run(run, frames: int, size=(384, 288)) -> dict:
 def assert_whole_clip(run, frames_dir: Path, transport: str = "udp") -> None:
     """short.Mjpeg played whole: frames 0..39 in order, each a whole JPEG, none lost.
 
-    Over UDP one exception is tolerated, the signature of a known player bug (see
-    test_textbook_dialect_shows_the_first_frames): the PLAY reply handler resets the jitter
-    buffer, so when the first frame's packets beat the reply (about one run in 13 against
-    our server) frame 0 is dropped uncounted, or counted lost if only part of it arrived
-    before the reset. Over TCP the reply and the media share one ordered stream: no race.
+    Over UDP the first packets can beat the PLAY reply: they must still be shown.
     """
     assert run.returncode == 0, str(run)
     summary = run.summary
@@ -63,11 +59,8 @@ def assert_whole_clip(run, frames_dir: Path, transport: str = "udp") -> None:
     assert (summary["width"], summary["height"]) == (384, 288), summary
     assert summary["packets_lost"] == 0, summary
     assert len(numbers) == summary["frames"], summary
-    if transport == "udp" and numbers == SHORT[1:]:
-        assert summary["frames_lost"] in (0, 1), summary
-    else:
-        assert numbers == SHORT
-        assert summary["frames_lost"] == 0, summary
+    assert numbers == SHORT
+    assert summary["frames_lost"] == 0, summary
     assert "Traceback" not in run.stderr
 
 
@@ -116,17 +109,12 @@ def test_textbook_dialect_against_our_server(textbook_run):
     assert summary["url"] == "short.Mjpeg" and summary["transport"] == "udp"
     numbers = frame_numbers(frames)
     assert len(numbers) == summary["frames"]
-    # In order, consecutive, up to the last frame; the first ones: see the xfail below.
-    assert numbers == list(range(numbers[0], 40)), numbers
-    assert numbers[0] <= 10  # the first ones: see the xfail below
+    assert numbers == SHORT, numbers
     assert 2 < summary["elapsed"] < 8  # ended by ~2 s of silence after the last frame
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "player bug: the PLAY reply handler resets the jitter buffer, discarding uncounted the "
-    "packets that arrived before the reply was processed; a textbook reply (no blank line) "
-    "is only taken after 50 ms of quiet, so at 50 fps the first 2-3 frames are always lost"))
 def test_textbook_dialect_shows_the_first_frames(textbook_run):
+    """A textbook reply has no end marker, so frames arrive before it is complete."""
     run, frames = textbook_run
     assert_clean_run(run, 40)
     assert frame_numbers(frames) == SHORT
@@ -140,11 +128,10 @@ def test_seek_starts_at_the_requested_frame(server_factory, tmp_path, transport)
                      "--save-frames", str(tmp_path), timeout=20)
     assert run.returncode == 0, str(run)
     numbers = frame_numbers(tmp_path)
-    # 5 s at 20 fps; over UDP 101 is the first-frame bug of assert_whole_clip.
-    assert numbers[0] == 100 or (transport == "udp" and numbers[0] == 101), numbers
+    assert numbers[0] == 100, numbers  # 5 s at 20 fps
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
     assert 10 <= len(numbers) <= 24
-    assert run.summary["frames_lost"] <= (0 if numbers[0] == 100 else 1), run.summary
+    assert run.summary["frames_lost"] == 0, run.summary
 
 
 # --- the course's textbook server, emulated ---------------------------------------------
@@ -258,10 +245,7 @@ def test_course_textbook_server_emulation(course_server, tmp_path):
     assert summary["packets"] == 40 and summary["frames_lost"] == 0, summary
     numbers = frame_numbers(tmp_path)
     assert len(numbers) == summary["frames"]
-    # The course's server waits 50 ms before its first frame, as long as the player waits
-    # for the end of the unterminated PLAY reply: the first frame may be lost to the bug
-    # described in test_textbook_dialect_shows_the_first_frames.
-    assert numbers in (SHORT, SHORT[1:]), numbers
+    assert numbers == SHORT, numbers
 
 
 # --- the GStreamer RTSP server ------------------------------------------------------------
@@ -297,14 +281,7 @@ def test_gstreamer_server(gst_server, tmp_path, transport):
     summary = run.summary
     assert summary["packets"] == 200 and summary["packets_lost"] == 0, summary
     assert (summary["width"], summary["height"]) == (640, 480)
-    if transport == "tcp":
-        assert summary["frames"] == 50 and summary["frames_lost"] == 0, summary
-    else:
-        # GStreamer sends its first packets right behind the PLAY reply; over UDP they beat
-        # the reply about one run in four, and the player's reset on PLAY reply then drops
-        # the first frame (uncounted, or counted lost when only part of it came before).
-        assert summary["frames"] + summary["frames_lost"] in (49, 50), summary
-        assert summary["frames"] >= 49 and summary["frames_lost"] <= 1, summary
+    assert summary["frames"] == 50 and summary["frames_lost"] == 0, summary
     assert summary["elapsed"] < 6  # ended by itself at end of stream
     frames = saved_frames(tmp_path)
     assert len(frames) == summary["frames"]
@@ -475,14 +452,9 @@ def test_textbook_ignores_garbage(server_factory, tmp_path):
     assert run.returncode == 0, str(run)
     assert run.summary["packets_foreign"] == 10, run.summary
     assert run.summary["packets"] == 40 and run.summary["frames_lost"] == 0, run.summary
-    numbers = frame_numbers(tmp_path)
-    assert numbers == list(range(numbers[0], 40)) and numbers[0] <= 10, numbers
+    assert frame_numbers(tmp_path) == SHORT
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "player bug: in the textbook dialect the player never learns the server's SSRC (it "
-    "latches the first packet's SSRC only for the standard dialect), so valid RTP from "
-    "another SSRC is taken into the jitter buffer instead of being counted as foreign"))
 def test_textbook_ignores_foreign_ssrc(server_factory, tmp_path):
     server = server_factory(fps=50)
     rtp_port = free_udp_port()
