@@ -305,13 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     urls = server.urls()
     print(f"RTSP server listening on port {server.port}, media folder {server.library.root}")
-    log.info("UDP segmentation offload %s", "on" if server.udp.gso else "off")
     if users is not None:
         print(f"authentication on: Digest, realm {server.service.authenticator.realm!r}, "
               f"{len(users)} user(s); OPTIONS is open; textbook clients cannot log in")
     for url in urls or [f"rtsp://127.0.0.1:{server.port}/<file>.mjpeg (no media files found)"]:
         print(f"  {url}")
     sys.stdout.flush()
+    log.info("UDP segmentation offload %s", "on" if server.udp.gso else "off")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
