@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from mjpeg_rtsp.auth import DigestAuthenticator, load_users, parse_user
+from mjpeg_rtsp.auth import DigestAuthenticator, read_users
 from mjpeg_rtsp.media import MediaLibrary
 from mjpeg_rtsp.rfc2435 import DEFAULT_MAX_PAYLOAD
 from mjpeg_rtsp.service import RtspService, ServerConfig
@@ -206,24 +206,6 @@ def port_number(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"port must be 0..65535, got {text}")
     return value
-
-
-def read_users(path: str | None, pairs: list[str]) -> dict[str, str] | None:
-    """The users of ``--users FILE`` and ``--auth USER:PASSWORD``; None when neither is given."""
-    if path is None and not pairs:
-        return None
-    users = load_users(path) if path is not None else {}
-    if path is not None and not users:
-        raise ValueError(f"{path}: no users in the file")
-    for pair in pairs:
-        try:
-            user, password = parse_user(pair)
-        except ValueError as exc:
-            raise ValueError(f"--auth: {exc}") from None
-        if user in users:
-            raise ValueError(f"--auth: user {user!r} given twice")
-        users[user] = password
-    return users
 
 
 def build_parser() -> argparse.ArgumentParser:

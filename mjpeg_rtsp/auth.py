@@ -304,11 +304,28 @@ def load_users(path: str | Path) -> dict[str, str]:
             line = line.rstrip("\r\n")
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
-            try:
-                user, password = parse_user(line)
-            except ValueError as exc:
-                raise ValueError(f"{path}, line {number}: {exc}") from None
-            if user in users:
-                raise ValueError(f"{path}, line {number}: user {user!r} given twice")
-            users[user] = password
+            add_user(users, line, f"{path}, line {number}")
+    return users
+
+
+def add_user(users: dict[str, str], entry: str, where: str) -> None:
+    """Add ``user:password`` to ``users``; ValueError prefixed with ``where`` when it cannot."""
+    try:
+        user, password = parse_user(entry)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    if user in users:
+        raise ValueError(f"{where}: user {user!r} given twice")
+    users[user] = password
+
+
+def read_users(path: str | None, entries: list[str]) -> dict[str, str] | None:
+    """The users of ``--users FILE`` and ``--auth USER:PASSWORD``; None when neither is given."""
+    if path is None and not entries:
+        return None
+    users = load_users(path) if path is not None else {}
+    if path is not None and not users:
+        raise ValueError(f"{path}: no users in the file")
+    for entry in entries:
+        add_user(users, entry, "--auth")
     return users
