@@ -30,13 +30,13 @@ from mjpeg_rtsp.auth import (
     DigestAuthenticator,
     load_users,
     parse_auth_params,
+    read_users,
     uri_matches,
 )
 from mjpeg_rtsp.client import PlayerState, parse_rtsp_url
 from mjpeg_rtsp.player import Player, PlayerOptions
 from mjpeg_rtsp.rtsp import Headers, Request, format_request
 from Server import main as server_main
-from Server import read_users
 
 USERS = {"alice": "s3cret:with colon", "bob": "hunter2"}
 REALM = "mjpeg-rtsp"
