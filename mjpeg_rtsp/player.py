@@ -626,8 +626,6 @@ class Player:
                     pass
 
     def _decode_loop(self) -> None:
-        from PIL import Image  # only the decoder needs Pillow
-
         while self._running:
             try:
                 item = self._decode_queue.get(timeout=0.1)
@@ -637,20 +635,7 @@ class Player:
                 return
             jpeg, position = item
             try:
-                image = Image.open(io.BytesIO(jpeg))
-                width, height = image.size
-                size = self.options.display_size
-                if size and (width > size[0] or height > size[1]):
-                    image.draft("RGB", size)
-                image.load()
-                if image.mode != "RGB":
-                    image = image.convert("RGB")
-                if size and image.size != size:
-                    scale = min(size[0] / image.width, size[1] / image.height)
-                    target = (max(1, round(image.width * scale)),
-                              max(1, round(image.height * scale)))
-                    if target != image.size:
-                        image = image.resize(target, Image.BILINEAR)
+                image, width, height = decode_for_display(jpeg, self.options.display_size)
             except (OSError, ValueError, SyntaxError) as exc:
                 log.debug("frame does not decode: %s", exc)
                 with self._lock:
@@ -672,3 +657,27 @@ class Player:
         if not self.ended.is_set():
             self.ended.set()
             self.events.put(PlayerEvent("ended", "end of stream"))
+
+
+def decode_for_display(jpeg: bytes, size: tuple[int, int] | None = None) -> tuple:
+    """Decode a JPEG in memory and fit it into ``size`` keeping its aspect: (image, w, h).
+
+    ``w`` and ``h`` are the frame's own size. When the display is smaller than the frame,
+    libjpeg decodes at a reduced scale directly (draft mode), which is much cheaper than
+    decoding whole and shrinking.
+    """
+    from PIL import Image  # only decoding needs Pillow
+
+    image = Image.open(io.BytesIO(jpeg))
+    width, height = image.size
+    if size and (width > size[0] or height > size[1]):
+        image.draft("RGB", size)
+    image.load()
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    if size and image.size != size:
+        scale = min(size[0] / image.width, size[1] / image.height)
+        target = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        if target != image.size:
+            image = image.resize(target, Image.BILINEAR)
+    return image, width, height
