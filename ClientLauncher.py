@@ -128,7 +128,7 @@ def run_headless(args) -> int:
     if player.failed is not None:
         print(f"error: {player.failed}", file=sys.stderr)
         return 1
-    summary = player.stats()
+    summary = player.stats(whole_run=True)
     summary["elapsed"] = round(time.monotonic() - started, 3)
     summary["url"] = args.target.url
     summary["transport"] = args.transport

@@ -236,10 +236,11 @@ class Player:
     def latest_frame(self) -> DisplayFrame | None:
         return self._latest
 
-    def stats(self) -> dict:
+    def stats(self, whole_run: bool = False) -> dict:
+        """Statistics now; rates over the last seconds, or over the whole run."""
         now = self.clock()
         with self._lock:
-            snapshot = self.receiver_stats.snapshot(now)
+            snapshot = self.receiver_stats.snapshot(now, whole_run)
             snapshot.update(
                 frames=self.counters.frames_decoded,
                 frames_lost=self.jitter.frames_lost + self.counters.frames_corrupt,

@@ -76,6 +76,8 @@ class ReceiverStats:
         # Until a whole window has passed, rates are over the time actually observed.
         self._first_packet: float | None = None
         self._first_frame: float | None = None
+        self._latest_packet = self._latest_frame = 0.0
+        self.octets_received = 0
 
     # -- input -----------------------------------------------------------------------------
 
@@ -105,8 +107,10 @@ class ReceiverStats:
         self._update_jitter(timestamp, arrival)
         self._bytes.append((arrival, size))
         self._bytes_total += size
+        self.octets_received += size
         if self._first_packet is None:
             self._first_packet = arrival
+        self._latest_packet = arrival
         self._prune(arrival)
 
     def on_frame(self, size: int, now: float) -> None:
@@ -116,6 +120,7 @@ class ReceiverStats:
         self._frames.append(now)
         if self._first_frame is None:
             self._first_frame = now
+        self._latest_frame = now
         self._prune(now)
 
     # -- RFC 3550 figures ------------------------------------------------------------------
@@ -213,15 +218,31 @@ class ReceiverStats:
             dlsr=dlsr,
         )
 
-    def snapshot(self, now: float) -> dict[str, float]:
-        """Figures for display: packets, packets_lost, loss_percent, jitter_ms, kbps, fps."""
+    def average_kbps(self) -> float:
+        """Payload bit rate from the first packet to the last."""
+        if self._first_packet is None or self._latest_packet <= self._first_packet:
+            return 0.0
+        return self.octets_received * 8 / (self._latest_packet - self._first_packet) / 1000.0
+
+    def average_fps(self) -> float:
+        """Frame rate from the first displayed frame to the last."""
+        if self._first_frame is None or self._latest_frame <= self._first_frame:
+            return 0.0
+        return (self.frames_displayed - 1) / (self._latest_frame - self._first_frame)
+
+    def snapshot(self, now: float, whole_run: bool = False) -> dict[str, float]:
+        """Figures for display: packets, packets_lost, loss_percent, jitter_ms, kbps, fps.
+
+        Rates are over the last ``window`` seconds, or with ``whole_run`` over everything
+        received so far (a summary at the end of a run).
+        """
         return {
             "packets": self.packets_received,
             "packets_lost": self.packets_lost,
             "loss_percent": self.loss_percent,
             "jitter_ms": self.jitter_ms,
-            "kbps": self.bitrate_kbps(now),
-            "fps": self.fps(now),
+            "kbps": self.average_kbps() if whole_run else self.bitrate_kbps(now),
+            "fps": self.average_fps() if whole_run else self.fps(now),
         }
 
     # -- internals -------------------------------------------------------------------------

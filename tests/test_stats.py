@@ -221,3 +221,14 @@ def test_rates_of_a_young_stream_use_the_time_observed() -> None:
         stats.on_frame(1000, 10 + i * 0.05)
     assert stats.fps(10.6) == pytest.approx(13 / 0.6)
     assert stats.bitrate_kbps(10.6) == pytest.approx(13 * 8 / 0.6)
+
+
+def test_whole_run_averages() -> None:
+    stats = ReceiverStats(window=2.0)
+    for i in range(41):  # 2 s at 20 fps, then silence
+        stats.on_packet(i, i * 4500, 5 + i * 0.05, 1000)
+        stats.on_frame(1000, 5 + i * 0.05)
+    summary = stats.snapshot(30.0, whole_run=True)
+    assert summary["fps"] == pytest.approx(20.0)
+    assert summary["kbps"] == pytest.approx(41 * 8 / 2.0)
+    assert stats.snapshot(30.0)["fps"] == 0.0  # the last two seconds were silent
