@@ -326,16 +326,26 @@ class PacingScheduler:
                         self._cond.wait()
                 if not self._running:
                     return
-                deadline, _, pace = heapq.heappop(self._heap)
-            try:
-                due = self._send_frame(pace, deadline)
-            except Exception:  # one broken session must not stop everyone's stream
-                log.exception("session %s: stream stopped by an error", pace.session.id)
-                self._finish(pace.session, pace.generation, "error")
-                due = None
-            if due is not None:
+                # One pass over everything due: sessions watching the same frame go together.
+                now = self.clock()
+                due_now = []
+                while self._heap and self._heap[0][0] <= now:
+                    deadline, _, pace = heapq.heappop(self._heap)
+                    due_now.append((deadline, pace))
+            following = []
+            for deadline, pace in due_now:
+                try:
+                    due = self._send_frame(pace, deadline)
+                except Exception:  # one broken session must not stop everyone's stream
+                    log.exception("session %s: stream stopped by an error", pace.session.id)
+                    self._finish(pace.session, pace.generation, "error")
+                    due = None
+                if due is not None:
+                    following.append((due, next(self._counter), pace))
+            if following:
                 with self._cond:
-                    heapq.heappush(self._heap, (due, next(self._counter), pace))
+                    for entry in following:
+                        heapq.heappush(self._heap, entry)
 
     def _send_frame(self, pace: _Pace, deadline: float) -> float | None:
         session = pace.session
