@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import io
+import os
+import select
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -28,6 +34,7 @@ from mjpeg_rtsp.rtsp import (  # noqa: E402
 from Server import StreamingServer  # noqa: E402
 
 SAMPLE = ROOT / "movie.Mjpeg"
+PEER_TIMEOUT = 45.0  # seconds; a peer run takes about 1-3 s on an idle machine
 
 
 def make_clip(path: Path, frames: int, fmt: str = "textbook", size: str = "384x288") -> Path:
@@ -163,3 +170,138 @@ def arrivals_after_drain(sock: socket.socket, seconds: float) -> int:
         except TimeoutError:
             pass
     return count
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@contextmanager
+def no_leaks(server: StreamingServer, timeout: float) -> Iterator[None]:
+    """Around a block that opens and drops connections: afterwards no session is left and
+    threads and open descriptors are back to their count before the block (within
+    ``timeout``). The server indexes movie.Mjpeg first, since the index and its descriptor
+    are shared and kept."""
+    client = RtspTestClient(server.port)
+    client.request("DESCRIBE", "movie.Mjpeg")
+    client.close()
+    time.sleep(0.3)
+    threads, fds = threading.active_count(), open_fds()
+    yield
+    wait_for(lambda: not (len(server.registry) or threading.active_count() > threads
+                          or open_fds() > fds), timeout, 0.1)
+    assert len(server.registry) == 0
+    assert threading.active_count() == threads
+    assert open_fds() == fds
+
+
+# --- waiting and processes ----------------------------------------------------------------
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.05):
+    """Poll ``predicate`` until it returns something truthy; return that, or the last
+    (falsy) value once ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
+# --- third-party peers and tools ------------------------------------------------------------
+
+
+def require_tools(*names: str) -> None:
+    """Skip the test unless every one of ``names`` is on PATH."""
+    missing = [name for name in names if shutil.which(name) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (not on PATH)")
+
+
+def need_tool(tool: str) -> str:
+    """The path of ``tool``; the test is skipped when it is not installed."""
+    path = shutil.which(tool)
+    if path is None:
+        pytest.skip(f"{tool} is not installed (not on PATH)")
+    return path
+
+
+def _tail(output: bytes | str | None) -> str:
+    if isinstance(output, bytes):
+        output = output.decode(errors="replace")
+    return (output or "")[-2000:]
+
+
+def run_peer(args: list[str], timeout: float = PEER_TIMEOUT,
+             text: bool = False) -> subprocess.CompletedProcess:
+    """Run a peer to completion (output as bytes, or as text with ``text``); a peer that
+    hangs fails the test (and is killed)."""
+    decoding = {"text": True, "errors": "replace"} if text else {}
+    try:
+        return subprocess.run(args, capture_output=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, **decoding)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{Path(args[0]).name} did not finish within {timeout} s: {args}\n"
+                    f"stdout: {_tail(exc.stdout)}\nstderr: {_tail(exc.stderr)}")
+
+
+@pytest.fixture(scope="session")
+def xvfb_display() -> Iterator[str]:
+    """A private Xvfb (1024x768, 24 bit) shared by the session's window tests; ``-displayfd``
+    makes it pick a free display number and tell us when it is ready to accept clients.
+    Skips when Xvfb is not installed; tests needing more tools check those themselves."""
+    require_tools("Xvfb")
+    read_end, write_end = os.pipe()
+    xvfb = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write_end), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+        pass_fds=(write_end,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    os.close(write_end)
+    try:
+        number = b""
+        deadline = time.monotonic() + 15
+        while not number.endswith(b"\n") and time.monotonic() < deadline:
+            readable, _, _ = select.select([read_end], [], [], 0.1)
+            if readable:
+                chunk = os.read(read_end, 16)
+                if not chunk:
+                    break
+                number += chunk
+        if not number.strip().isdigit():
+            pytest.fail(f"Xvfb did not start (exit code {xvfb.poll()})")
+        yield f":{number.strip().decode()}"
+    finally:
+        os.close(read_end)
+        stop_process(xvfb)
+
+
+# --- media files --------------------------------------------------------------------------
+
+
+def textbook_frames(path: Path) -> list[bytes]:
+    """The course's file layout: five ASCII digits of the length, then the JPEG."""
+    data = path.read_bytes()
+    frames, pos = [], 0
+    while pos < len(data):
+        length = int(data[pos:pos + 5])
+        frames.append(data[pos + 5:pos + 5 + length])
+        pos += 5 + length
+    return frames
+
+
+def jpeg_bytes(img: Image.Image, **options: object) -> bytes:
+    """``img`` saved as a JPEG by Pillow with ``options``."""
+    out = io.BytesIO()
+    img.save(out, "JPEG", **options)
+    return out.getvalue()

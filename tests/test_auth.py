@@ -11,17 +11,14 @@ import hashlib
 import os
 import queue
 import re
-import select
-import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, udp_pair
+from conftest import ROOT, need_tool, require_tools, run_peer, udp_pair, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -41,7 +38,6 @@ from Server import main as server_main
 USERS = {"alice": "s3cret:with colon", "bob": "hunter2"}
 REALM = "mjpeg-rtsp"
 URL = "rtsp://127.0.0.1:8554/movie.Mjpeg"
-PEER_TIMEOUT = 45.0
 REQUIRES = "the server requires a user name and password (401 Unauthorized)"
 REJECTED = "the server rejected the user name or password (401 Unauthorized)"
 
@@ -565,25 +561,10 @@ def test_request_with_oversized_authorization_is_answered(auth_server):
 # --- real peers ---------------------------------------------------------------------------
 
 
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.skip(f"{tool} is not installed (not on PATH)")
-    return path
-
-
-def run(args: list[str], timeout: float = PEER_TIMEOUT) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(args, capture_output=True, text=True, errors="replace",
-                              timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"{Path(args[0]).name} did not finish within {timeout} s: {args}")
-
-
 def ffmpeg(url: str, transport: str) -> subprocess.CompletedProcess:
-    return run([need("ffmpeg"), "-nostdin", "-hide_banner", "-nostats", "-v", "error",
-                "-rtsp_transport", transport, "-i", url, "-frames:v", "20", "-f", "framemd5",
-                "-"])
+    return run_peer([need_tool("ffmpeg"), "-nostdin", "-hide_banner", "-nostats", "-v", "error",
+                     "-rtsp_transport", transport, "-i", url, "-frames:v", "20", "-f",
+                     "framemd5", "-"], text=True)
 
 
 def with_credentials(server, user: str, password: str, name: str = "movie.Mjpeg") -> str:
@@ -618,13 +599,13 @@ def test_ffmpeg_without_valid_credentials_fails_with_401(auth_server, user, pass
 
 def gst(server, protocol: str, out_dir: Path, *credentials: str) -> tuple[int, str, int]:
     out_dir.mkdir()
-    result = run([
-        need("gst-launch-1.0"), "-e",
+    result = run_peer([
+        need_tool("gst-launch-1.0"), "-e",
         "rtspsrc", f"location=rtsp://127.0.0.1:{server.port}/short.Mjpeg",
         f"protocols={protocol}", *credentials,
         "!", "rtpjpegdepay", "!", "jpegdec", "!", "jpegenc",
         "!", "multifilesink", f"location={out_dir}/%05d.jpg",
-    ])
+    ], text=True)
     return result.returncode, result.stdout + result.stderr, len(list(out_dir.glob("*.jpg")))
 
 
@@ -649,8 +630,8 @@ def test_gstreamer_with_wrong_password_is_refused(auth_server, tmp_path):
 
 
 def headless(url: str, *extra: str) -> subprocess.CompletedProcess:
-    return run([sys.executable, str(ROOT / "ClientLauncher.py"), url, "--headless",
-                "--duration", "1", "--timeout", "5", *extra])
+    return run_peer([sys.executable, str(ROOT / "ClientLauncher.py"), url, "--headless",
+                     "--duration", "1", "--timeout", "5", *extra], text=True)
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
@@ -731,31 +712,10 @@ def test_player_cancelled_log_in_fails_with_the_message(auth_server):
 
 
 @pytest.fixture
-def display() -> Iterator[str]:
-    if not (shutil.which("Xvfb") and shutil.which("xdotool")):
-        pytest.skip("needs Xvfb and xdotool")
-    read_end, write_end = os.pipe()
-    xvfb = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write_end), "-screen", "0", "800x600x24", "-nolisten", "tcp"],
-        pass_fds=(write_end,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    os.close(write_end)
-    try:
-        number = b""
-        deadline = time.monotonic() + 15
-        while not number.endswith(b"\n") and time.monotonic() < deadline:
-            if select.select([read_end], [], [], 0.1)[0]:
-                chunk = os.read(read_end, 16)
-                if not chunk:
-                    break
-                number += chunk
-        if not number.strip().isdigit():
-            pytest.fail("Xvfb did not start")
-        yield f":{number.strip().decode()}"
-    finally:
-        os.close(read_end)
-        xvfb.terminate()
-        xvfb.wait(5)
+def display(xvfb_display: str) -> str:
+    """The session's Xvfb; these tests also drive it with xdotool."""
+    require_tools("xdotool")
+    return xvfb_display
 
 
 def xdotool(env: dict, *args: str) -> str:
@@ -774,15 +734,6 @@ def wait_window(env: dict, name: str, proc: subprocess.Popen, timeout: float = 1
     raise AssertionError(f"no window {name!r} within {timeout} s")
 
 
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_window_asks_for_credentials_and_plays(auth_server, display, tmp_path):
     env = dict(os.environ, DISPLAY=display)
     log = open(tmp_path / "player.log", "wb")
@@ -798,11 +749,11 @@ def test_window_asks_for_credentials_and_plays(auth_server, display, tmp_path):
         xdotool(env, "key", "Tab")
         xdotool(env, "type", "--delay", "20", "hunter2")
         xdotool(env, "key", "Return")
-        assert wait_until(lambda: len(auth_server.registry) == 1, 10), \
+        assert wait_for(lambda: len(auth_server.registry) == 1, 10), \
             (tmp_path / "player.log").read_text()
         xdotool(env, "key", "--window", window, "space")  # Play
         session = auth_server.registry.all()[0]
-        assert wait_until(lambda: session.frames_sent >= 10, 10)
+        assert wait_for(lambda: session.frames_sent >= 10, 10)
         xdotool(env, "key", "--window", window, "q")
         proc.wait(10)
         assert proc.returncode == 0, (tmp_path / "player.log").read_text()

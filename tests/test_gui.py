@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import shutil
 import signal
 import socket
@@ -23,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 from make_sample import BASE_SIZE, counter_box, read_frame_number, render_frame
 from PIL import Image, ImageChops, ImageStat
 
@@ -41,61 +41,10 @@ FPS = 20.0
 MATCH_TOLERANCE = 20.0
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.05):
-    """Poll ``predicate`` until it returns something truthy; return that, or None on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
-
-
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
-
-
-# --- the X server ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def display() -> Iterator[str]:
-    """A private Xvfb; ``-displayfd`` makes it pick a free display number and tell us when
-    it is ready to accept clients."""
-    read_end, write_end = os.pipe()
-    xvfb = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write_end), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
-        pass_fds=(write_end,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    os.close(write_end)
-    try:
-        number = b""
-        deadline = time.monotonic() + 15
-        while not number.endswith(b"\n") and time.monotonic() < deadline:
-            readable, _, _ = select.select([read_end], [], [], 0.1)
-            if readable:
-                chunk = os.read(read_end, 16)
-                if not chunk:
-                    break
-                number += chunk
-        if not number.strip().isdigit():
-            pytest.fail(f"Xvfb did not start (exit code {xvfb.poll()})")
-        yield f":{number.strip().decode()}"
-    finally:
-        os.close(read_end)
-        stop_process(xvfb)
 
 
 # --- screenshots ----------------------------------------------------------------------------
@@ -323,11 +272,11 @@ class PlayerProcess:
 
 
 @pytest.fixture
-def launch(display: str, tmp_path: Path) -> Iterator[Callable[..., PlayerProcess]]:
+def launch(xvfb_display: str, tmp_path: Path) -> Iterator[Callable[..., PlayerProcess]]:
     players: list[PlayerProcess] = []
 
     def start(*args: str) -> PlayerProcess:
-        player = PlayerProcess(list(args), display, tmp_path)
+        player = PlayerProcess(list(args), xvfb_display, tmp_path)
         players.append(player)
         player.wait_window()
         return player

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import socket
 import subprocess
@@ -11,7 +10,7 @@ import threading
 import time
 
 import pytest
-from conftest import ROOT, RtspTestClient, arrivals_after_drain, udp_pair
+from conftest import ROOT, RtspTestClient, arrivals_after_drain, no_leaks, udp_pair
 
 from mjpeg_rtsp.rtp import RtpPacket
 
@@ -183,30 +182,14 @@ def test_many_slow_connections(server_factory):
             sock.close()
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
 def test_connect_setup_disconnect_cycles_leak_nothing(server):
-    warm = RtspTestClient(server.port)
-    warm.request("DESCRIBE", "movie.Mjpeg")
-    warm.close()
-    time.sleep(0.3)
-    threads, fds = threading.active_count(), open_fds()
-    for i in range(300):
-        client = RtspTestClient(server.port)
-        transport = ("RTP/AVP/TCP;unicast;interleaved=0-1" if i % 2
-                     else "RTP/AVP;unicast;client_port=40000-40001")
-        client.request("SETUP", "movie.Mjpeg", Transport=transport)
-        client.close()
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and (
-        len(server.registry) or threading.active_count() > threads or open_fds() > fds
-    ):
-        time.sleep(0.1)
-    assert len(server.registry) == 0
-    assert threading.active_count() == threads
-    assert open_fds() == fds
+    with no_leaks(server, timeout=15):
+        for i in range(300):
+            client = RtspTestClient(server.port)
+            transport = ("RTP/AVP/TCP;unicast;interleaved=0-1" if i % 2
+                         else "RTP/AVP;unicast;client_port=40000-40001")
+            client.request("SETUP", "movie.Mjpeg", Transport=transport)
+            client.close()
 
 
 def test_client_killed_during_play_stops_the_stream(server):

@@ -10,40 +10,18 @@ from __future__ import annotations
 import io
 import json
 import math
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import need_tool, run_peer, textbook_frames
 from make_sample import read_frame_number
 from PIL import Image, ImageChops, ImageStat
 
-PEER_TIMEOUT = 45.0  # seconds; each run takes about 1-3 s on an idle machine
 MIN_PSNR = 35.0
 SAMPLE_SIZE = (384, 288)
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.skip(f"{tool} is not installed (not on PATH)")
-    return path
-
-
-def run(args: list[str], timeout: float = PEER_TIMEOUT) -> subprocess.CompletedProcess:
-    """Run a peer to completion; a peer that hangs fails the test (and is killed)."""
-    try:
-        return subprocess.run(
-            args, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL
-        )
-    except subprocess.TimeoutExpired as exc:
-        out = (exc.stdout or b"").decode(errors="replace")[-2000:]
-        err = (exc.stderr or b"").decode(errors="replace")[-2000:]
-        pytest.fail(f"{Path(args[0]).name} did not finish within {timeout} s: {args}\n"
-                    f"stdout: {out}\nstderr: {err}")
 
 
 def text(data: bytes) -> str:
@@ -55,7 +33,7 @@ def url(server, name: str) -> str:
 
 
 def ffmpeg_args(*args: str) -> list[str]:
-    return [need("ffmpeg"), "-nostdin", "-hide_banner", "-nostats", "-y", *args]
+    return [need_tool("ffmpeg"), "-nostdin", "-hide_banner", "-nostats", "-y", *args]
 
 
 def bad_lines(stderr: bytes) -> list[str]:
@@ -100,18 +78,6 @@ def split_jpegs(data: bytes) -> list[bytes]:
         pos = end
 
 
-def textbook_frames(path: Path) -> list[bytes]:
-    """The course's layout: five ASCII digits of the length, then the JPEG."""
-    data = path.read_bytes()
-    frames = []
-    pos = 0
-    while pos < len(data):
-        length = int(data[pos:pos + 5])
-        frames.append(data[pos + 5:pos + 5 + length])
-        pos += 5 + length
-    return frames
-
-
 def decode(jpeg: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(jpeg))
     image.load()  # raises on a truncated or corrupt frame
@@ -127,9 +93,9 @@ def psnr(a: Image.Image, b: Image.Image) -> float:
 
 def gst_play(server, name: str, protocol: str, out_dir: Path) -> tuple[str, int]:
     """gst-launch rtspsrc -> depay -> decode -> re-encode one file per frame; (log, frames)."""
-    gst = need("gst-launch-1.0")
+    gst = need_tool("gst-launch-1.0")
     out_dir.mkdir()
-    result = run([
+    result = run_peer([
         gst, "-e",
         "rtspsrc", f"location={url(server, name)}", f"protocols={protocol}",
         "!", "rtpjpegdepay", "!", "jpegdec", "!", "jpegenc",
@@ -151,9 +117,9 @@ def frame_numbers(out_dir: Path) -> list[int]:
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_ffprobe_reports_mjpeg_stream(server_factory, transport):
-    ffprobe = need("ffprobe")
+    ffprobe = need_tool("ffprobe")
     server = server_factory(fps=50)
-    result = run([
+    result = run_peer([
         ffprobe, "-v", "error", "-rtsp_transport", transport,
         "-show_entries", "stream=codec_name,codec_type,width,height", "-of", "json",
         url(server, "movie.Mjpeg"),
@@ -174,7 +140,7 @@ def test_ffprobe_reports_mjpeg_stream(server_factory, transport):
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_ffmpeg_decodes_60_frames_without_errors(server_factory, transport):
     server = server_factory(fps=50)
-    result = run(ffmpeg_args(
+    result = run_peer(ffmpeg_args(
         "-v", "error", "-rtsp_transport", transport, "-i", url(server, "movie.Mjpeg"),
         "-frames:v", "60", "-f", "framemd5", "-",
     ))
@@ -218,7 +184,7 @@ def test_gstreamer_plays_raw_clip_over_udp_to_eos(server_factory, tmp_path):
 def test_ffmpeg_frames_match_source(server_factory, media_root, tmp_path):
     server = server_factory(fps=50)
     out = tmp_path / "out.mjpeg"
-    result = run(ffmpeg_args(
+    result = run_peer(ffmpeg_args(
         "-v", "warning", "-rtsp_transport", "tcp", "-i", url(server, "movie.Mjpeg"),
         "-frames:v", "40", "-c", "copy", "-f", "mjpeg", str(out),
     ))
@@ -247,7 +213,7 @@ def test_ffmpeg_made_hd_clip_is_reencoded_and_decodes(server_factory, tmp_path):
     media = tmp_path / "media"
     media.mkdir()
     hd = media / "hd.mjpeg"
-    made = run(ffmpeg_args(
+    made = run_peer(ffmpeg_args(
         "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
         "-frames:v", "30", "-q:v", "3", "-f", "mjpeg", str(hd),
     ))
@@ -258,7 +224,7 @@ def test_ffmpeg_made_hd_clip_is_reencoded_and_decodes(server_factory, tmp_path):
 
     out = tmp_path / "out.mjpeg"
     md5 = tmp_path / "decoded.framemd5"
-    result = run(ffmpeg_args(
+    result = run_peer(ffmpeg_args(
         "-v", "warning", "-rtsp_transport", "tcp", "-i", url(server, "hd.mjpeg"),
         "-map", "0:v", "-c", "copy", "-f", "mjpeg", str(out),
         "-map", "0:v", "-f", "framemd5", str(md5),
@@ -291,7 +257,7 @@ def test_ffmpeg_made_hd_clip_is_reencoded_and_decodes(server_factory, tmp_path):
 def test_ffmpeg_seek_starts_at_requested_frame(server_factory, tmp_path, start, expected):
     server = server_factory()  # the default 20 fps: npt 5 s is frame 100
     png = tmp_path / "first.png"
-    result = run(ffmpeg_args(
+    result = run_peer(ffmpeg_args(
         "-v", "error", "-ss", start, "-rtsp_transport", "tcp",
         "-i", url(server, "movie.Mjpeg"), "-frames:v", "1", str(png),
     ))

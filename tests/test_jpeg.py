@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import struct
 from pathlib import Path
 
 import pytest
+from conftest import jpeg_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -36,12 +36,6 @@ ANNEX_K_CHROMA_ZIGZAG = bytes([
 
 # Segment offsets inside VECTOR, checked by test_vector_layout.
 SOF_AT, DHT_AT, SOS_AT = 158, 177, 609
-
-
-def jpeg_bytes(img: Image.Image, **options: object) -> bytes:
-    out = io.BytesIO()
-    img.save(out, "JPEG", **options)
-    return out.getvalue()
 
 
 def sample_image(width: int = 32, height: int = 32) -> Image.Image:

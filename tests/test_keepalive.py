@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import time
 
+from conftest import wait_for
+
 from mjpeg_rtsp.client import PlayerState, parse_rtsp_url
 from mjpeg_rtsp.player import Player, PlayerOptions
-
-
-def wait_for(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def test_paused_session_survives_past_the_timeout(server_factory):

@@ -6,6 +6,7 @@ import os
 import shutil
 
 import pytest
+from conftest import textbook_frames
 
 from mjpeg_rtsp.media import MediaError, MediaLibrary, MjpegFile, MjpegLayout
 from mjpeg_rtsp.rtsp import Dialect, Headers, Request
@@ -13,16 +14,6 @@ from mjpeg_rtsp.sdp import VideoDescription, build_sdp, parse_sdp
 from mjpeg_rtsp.service import Connection, RtspService, ServerConfig
 from mjpeg_rtsp.session import SessionRegistry
 from VideoStream import VideoStream
-
-
-def textbook_frames(path) -> list[bytes]:
-    data = open(path, "rb").read()
-    frames, pos = [], 0
-    while pos < len(data):
-        length = int(data[pos : pos + 5])
-        frames.append(data[pos + 5 : pos + 5 + length])
-        pos += 5 + length
-    return frames
 
 
 def test_video_stream_course_api(media_root):

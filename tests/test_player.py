@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import textbook_frames
 from peers.player_cli import (
     ROOT,
     finished,
@@ -135,17 +136,6 @@ def test_seek_starts_at_the_requested_frame(server_factory, tmp_path, transport)
 
 
 # --- the course's textbook server, emulated ---------------------------------------------
-
-
-def textbook_frames(path: Path) -> list[bytes]:
-    """The course's file layout: five ASCII digits of length, then the JPEG."""
-    data = path.read_bytes()
-    frames, offset = [], 0
-    while offset < len(data):
-        size = int(data[offset:offset + 5])
-        frames.append(data[offset + 5:offset + 5 + size])
-        offset += 5 + size
-    return frames
 
 
 class CourseServer:
@@ -438,17 +428,25 @@ def test_standard_udp_ignores_garbage_and_foreign_ssrc(server_factory, tmp_path)
     assert run.summary["packets_foreign"] == 20, run.summary
 
 
-def test_textbook_ignores_garbage(server_factory, tmp_path):
+def play_textbook_with_intruders(server_factory, frames_dir: Path, intruders):
+    """Play short.Mjpeg in the textbook dialect and, once it plays, send
+    ``intruders(session)`` to the player's RTP port; the finished run."""
     server = server_factory(fps=50)
     rtp_port = free_udp_port()
     process = play_in_background("127.0.0.1", str(server.port), str(rtp_port), "short.Mjpeg",
-                                 "--save-frames", str(tmp_path))
+                                 "--save-frames", str(frames_dir))
     try:
-        wait_for_playing(server)
+        session = wait_for_playing(server)
         time.sleep(0.1)
-        send_intruders(rtp_port, intruder_packets(None)[:10])
+        send_intruders(rtp_port, intruders(session))
     finally:
         run = finish(process)
+    return run
+
+
+def test_textbook_ignores_garbage(server_factory, tmp_path):
+    run = play_textbook_with_intruders(server_factory, tmp_path,
+                                       lambda session: intruder_packets(None)[:10])
     assert run.returncode == 0, str(run)
     assert run.summary["packets_foreign"] == 10, run.summary
     assert run.summary["packets"] == 40 and run.summary["frames_lost"] == 0, run.summary
@@ -456,16 +454,8 @@ def test_textbook_ignores_garbage(server_factory, tmp_path):
 
 
 def test_textbook_ignores_foreign_ssrc(server_factory, tmp_path):
-    server = server_factory(fps=50)
-    rtp_port = free_udp_port()
-    process = play_in_background("127.0.0.1", str(server.port), str(rtp_port), "short.Mjpeg",
-                                 "--save-frames", str(tmp_path))
-    try:
-        session = wait_for_playing(server)
-        time.sleep(0.1)
-        send_intruders(rtp_port, intruder_packets(session.ssrc)[10:])
-    finally:
-        run = finish(process)
+    run = play_textbook_with_intruders(server_factory, tmp_path,
+                                       lambda session: intruder_packets(session.ssrc)[10:])
     assert run.returncode == 0, str(run)
     assert run.summary["packets_foreign"] == 10, run.summary
     assert run.summary["frames_lost"] == 0, run.summary

@@ -8,6 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from conftest import jpeg_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -31,12 +32,6 @@ SOS_AT = 609
 DRI_1 = b"\xff\xdd\x00\x04\x00\x01"
 MIN_PAYLOAD = 8 + 4 + 128 + 1  # main + quantization table headers + 1 byte of scan data
 MIN_PAYLOAD_RESTART = MIN_PAYLOAD + 4
-
-
-def jpeg_bytes(img: Image.Image, **options: object) -> bytes:
-    out = io.BytesIO()
-    img.save(out, "JPEG", **options)
-    return out.getvalue()
 
 
 def detailed_image(width: int, height: int, seed: int = 1) -> Image.Image:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import io
-import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
-from conftest import ROOT, RtspTestClient, arrivals_after_drain, udp_pair
+from conftest import (
+    ROOT,
+    RtspTestClient,
+    arrivals_after_drain,
+    no_leaks,
+    udp_pair,
+    wait_for,
+)
 from make_sample import read_frame_number
 from PIL import Image
 
@@ -28,6 +33,13 @@ def setup_udp(client: RtspTestClient, name: str, rtp: socket.socket) -> str:
     )
     assert reply.status == 200, reply
     return reply.headers.get("Session").split(";")[0]
+
+
+def play_udp(client: RtspTestClient, name: str, rtp: socket.socket) -> str:
+    """SETUP to ``rtp`` and PLAY; the session id."""
+    session = setup_udp(client, name, rtp)
+    assert client.request("PLAY", name, Session=session).status == 200
+    return session
 
 
 def test_standard_flow_over_udp(server, rtsp_client):
@@ -138,14 +150,11 @@ def test_session_ends_when_its_connection_closes(server, rtsp_client):
     client = rtsp_client(server.port)
     rtp, rtcp = udp_pair()
     with rtp, rtcp:
-        session = setup_udp(client, "movie.Mjpeg", rtp)
-        assert client.request("PLAY", "movie.Mjpeg", Session=session).status == 200
+        play_udp(client, "movie.Mjpeg", rtp)
         rtp.settimeout(2)
         rtp.recv(65536)
         client.close()
-        deadline = time.monotonic() + 5
-        while len(server.registry) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: len(server.registry) == 0, 5)
         assert len(server.registry) == 0
         time.sleep(0.1)
         assert arrivals_after_drain(rtp, 0.3) == 0
@@ -156,42 +165,22 @@ def test_session_times_out_without_keepalive(server_factory, rtsp_client):
     client = rtsp_client(server.port)
     rtp, rtcp = udp_pair()
     with rtp, rtcp:
-        session = setup_udp(client, "movie.Mjpeg", rtp)
-        assert client.request("PLAY", "movie.Mjpeg", Session=session).status == 200
-        deadline = time.monotonic() + 6
-        while len(server.registry) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        session = play_udp(client, "movie.Mjpeg", rtp)
+        wait_for(lambda: len(server.registry) == 0, 6, 0.1)
         assert len(server.registry) == 0
         assert client.request("PLAY", "movie.Mjpeg", Session=session).status == 454
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
 def test_threads_and_files_return_to_their_starting_count(server, rtsp_client):
-    # Warm up: index the file once (the index and its descriptor are shared and kept).
-    client = RtspTestClient(server.port)
-    client.request("DESCRIBE", "movie.Mjpeg")
-    client.close()
-    time.sleep(0.3)
-    threads, fds = threading.active_count(), open_fds()
-    for i in range(20):
-        client = RtspTestClient(server.port)
-        transport = ("RTP/AVP/TCP;unicast;interleaved=0-1" if i % 2
-                     else "RTP/AVP;unicast;client_port=40000-40001")
-        reply = client.request("SETUP", "movie.Mjpeg", Transport=transport)
-        session = reply.headers.get("Session").split(";")[0]
-        client.request("PLAY", "movie.Mjpeg", Session=session)
-        client.close()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and (
-        threading.active_count() > threads or open_fds() > fds or len(server.registry)
-    ):
-        time.sleep(0.1)
-    assert len(server.registry) == 0
-    assert threading.active_count() == threads
-    assert open_fds() == fds
+    with no_leaks(server, timeout=10):
+        for i in range(20):
+            client = RtspTestClient(server.port)
+            transport = ("RTP/AVP/TCP;unicast;interleaved=0-1" if i % 2
+                         else "RTP/AVP;unicast;client_port=40000-40001")
+            reply = client.request("SETUP", "movie.Mjpeg", Transport=transport)
+            session = reply.headers.get("Session").split(";")[0]
+            client.request("PLAY", "movie.Mjpeg", Session=session)
+            client.close()
 
 
 def run_server(*args: str) -> subprocess.Popen:
@@ -275,8 +264,7 @@ def test_a_stalled_interleaved_reader_delays_nobody(server_factory):
         healthy = RtspTestClient(server.port)
         rtp, rtcp = udp_pair()
         with rtp, rtcp:
-            healthy_session = setup_udp(healthy, "short.Mjpeg", rtp)
-            assert healthy.request("PLAY", "short.Mjpeg", Session=healthy_session).status == 200
+            play_udp(healthy, "short.Mjpeg", rtp)
             rtp.settimeout(2)
             depacketizer = JpegDepacketizer()
             frames = []

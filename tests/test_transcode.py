@@ -7,17 +7,12 @@ import math
 import struct
 
 import pytest
+from conftest import jpeg_bytes
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageStat
 
 from mjpeg_rtsp.jpeg import JpegError, scan_jpeg
 from mjpeg_rtsp.rfc2435 import JpegDepacketizer, packetize
 from mjpeg_rtsp.transcode import make_rfc2435_compatible
-
-
-def jpeg_bytes(img: Image.Image, **options: object) -> bytes:
-    out = io.BytesIO()
-    img.save(out, "JPEG", **options)
-    return out.getvalue()
 
 
 def scene(width: int = 96, height: int = 64) -> Image.Image:

@@ -48,6 +48,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from mjpeg_rtsp.ports import bind_rtp_pair
+
 __all__ = ["Impairment", "PacketRecord", "RtspRelay", "UdpRelay"]
 
 _CLIENT_PORT = re.compile(rb"(client_port\s*=\s*)(\d+)(?:-(\d+))?", re.IGNORECASE)
@@ -140,21 +142,11 @@ class UdpRelay:
 
     @staticmethod
     def _bind_pair(host: str, with_rtcp: bool) -> tuple[socket.socket, socket.socket | None]:
-        for _ in range(100):
-            rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            rtp.bind((host, 0))
-            port = rtp.getsockname()[1]
-            if not with_rtcp:
-                return rtp, None
-            if port % 2 == 0 and port < 65535:
-                rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                try:
-                    rtcp.bind((host, port + 1))
-                    return rtp, rtcp
-                except OSError:
-                    rtcp.close()
-            rtp.close()
-        raise OSError("no free even/odd UDP port pair for the relay")
+        if with_rtcp:
+            return bind_rtp_pair(host)
+        rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rtp.bind((host, 0))
+        return rtp, None
 
     # --- what happened ------------------------------------------------------------------
 
