@@ -219,6 +219,7 @@ class PlayerWindow:
             except queue.Empty:
                 break
             if event.kind == "error":
+                print(f"error: {event.message}", file=sys.stderr, flush=True)
                 self.status.config(text=f"Error: {event.message}")
                 messagebox.showerror("RTSP player", event.message, parent=self.root)
             elif event.kind == "ended":

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -412,11 +413,9 @@ def test_closing_while_playing_tears_down(server_factory, launch, caplog):
     assert torn_down(caplog), "the session ended without a TEARDOWN"
 
 
-def test_missing_file_shows_an_error_dialog(server_factory, launch):
-    server = server_factory()
-    player = launch(*textbook_args(server.port, "movie-missing.Mjpeg"))
-    player.click("Setup")
-    dialogs = wait_for(lambda: player.find_windows("^RTSP player$"), 5)
+def wait_error_dialog(player: PlayerProcess, timeout: float = 5.0) -> None:
+    """An error dialog (Tk messagebox titled "RTSP player") is drawn on screen."""
+    dialogs = wait_for(lambda: player.find_windows("^RTSP player$"), timeout)
     assert dialogs, f"no error dialog:\n{player.output()}"
     dialog = dialogs[0]
     shell = dict(line.split("=", 1) for line in
@@ -433,4 +432,49 @@ def test_missing_file_shows_an_error_dialog(server_factory, launch):
 
     assert wait_for(visible, 3), "the dialog is not drawn on screen"
     assert player.proc.poll() is None
+
+
+def test_missing_file_shows_an_error_dialog(server_factory, launch):
+    server = server_factory()
+    player = launch(*textbook_args(server.port, "movie-missing.Mjpeg"))
+    player.click("Setup")
+    wait_error_dialog(player)
+    assert "SETUP failed: 404 Not Found" in player.output()
     assert len(server.registry) == 0
+
+
+def test_server_killed_mid_stream_is_reported(media_root, launch):
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "Server.py"), "0", "--host", "127.0.0.1",
+         "--root", str(media_root)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        port = int(server.stdout.readline().split()[5].rstrip(","))
+        player = launch(*textbook_args(port))
+        setup_and_play(player)
+        assert player.wait_frame(lambda n: n > 0, 5) is not None
+        server.kill()
+        wait_error_dialog(player)
+        assert "the server closed the connection" in player.output()
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_a_silent_server_times_out_without_hanging_the_window(launch):
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True).start()
+    try:
+        port = listener.getsockname()[1]
+        player = launch(f"rtsp://127.0.0.1:{port}/movie.Mjpeg", "--timeout", "2")
+        player.click("Setup")
+        started = time.monotonic()
+        wait_error_dialog(player, timeout=8)
+        assert time.monotonic() - started >= 1.5  # it waited for the reply, then gave up
+        assert "did not answer OPTIONS within 2 s" in player.output()
+    finally:
+        listener.close()
+        for sock, _ in accepted:
+            sock.close()
