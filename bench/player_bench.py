@@ -1,0 +1,283 @@
+"""Player benchmarks for bench/run.py: decode, decode+display (Tk under Xvfb), ffmpeg, latency.
+
+    python bench/player_bench.py decode FILE.mjpeg [--seconds 3]
+    python bench/player_bench.py tk FILE.mjpeg [--seconds 3]        (needs DISPLAY)
+    python bench/player_bench.py latency [--seconds 5]             (see measure_latency)
+
+Each prints one JSON object.
+
+* ``decode``: the player's own decoder thread (``Player._decode_loop``: Pillow, in
+  memory, JPEG draft mode when the display is smaller than the frame, RGB, resize
+  to the display size) fed through its own queue with the file's frames in a
+  loop, as fast as it takes them; frames per second for a few display sizes.
+* ``tk``: what the window does per frame, in one thread: the player's decode step,
+  then ``PhotoImage.paste`` into the Tk image in place (as ``Client._show``) and
+  ``update_idletasks`` so Tk redraws the label; frames per second, and the
+  display part alone.
+* ``latency``: our server (a subprocess) and the Player library in this
+  process over UDP on loopback. For each displayed frame: from the kernel
+  handing the frame's last (marker) packet to the receiver thread (its
+  ``recvfrom`` returning) to the decoder publishing the picture for the window
+  (``latest_frame``), split into the jitter-buffer wait (set by
+  ``PlayerOptions.latency``) and rebuild+decode. Not included: the server's
+  send to the receiver's wake-up on loopback (microseconds) and the window's
+  poll (``Client.POLL_MS``) plus the paste measured by ``tk``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SIZES = {"full": None, "1280x720": (1280, 720), "640x360": (640, 360)}
+
+
+def read_frames(path: str, limit: int = 120) -> list[bytes]:
+    data = Path(path).read_bytes()
+    frames, start = [], 0
+    while len(frames) < limit:
+        end = data.find(b"\xff\xd9\xff\xd8", start)
+        if end < 0:
+            frames.append(data[start:])
+            break
+        frames.append(data[start:end + 2])
+        start = end + 2
+    return frames
+
+
+def decode_for_display(jpeg: bytes, size: tuple[int, int] | None):
+    """The player's own decode step."""
+    from mjpeg_rtsp.player import decode_for_display as player_decode
+
+    return player_decode(jpeg, size)[0]
+
+
+def bench_decode(path: str, seconds: float) -> dict:
+    """The player's decoder thread itself, fed through its queue."""
+    from mjpeg_rtsp.client import parse_rtsp_url
+    from mjpeg_rtsp.player import Player, PlayerOptions
+
+    frames = read_frames(path)
+    results = {}
+    for name, size in SIZES.items():
+        player = Player(parse_rtsp_url("rtsp://127.0.0.1:1/none"),
+                        PlayerOptions(display_size=size))
+        player._running = True  # the decoder thread alone, without a connection
+        thread = threading.Thread(target=player._decode_loop, daemon=True)
+        thread.start()
+        started = time.perf_counter()
+        fed = 0
+        while time.perf_counter() - started < seconds:
+            player._decode_queue.put((frames[fed % len(frames)], None))
+            fed += 1
+        player._decode_queue.put(None)
+        thread.join(10)
+        elapsed = time.perf_counter() - started
+        decoded = player.counters.frames_decoded
+        latest = player.latest_frame()
+        results[name] = {
+            "fps": decoded / elapsed,
+            "frames": decoded,
+            "corrupt": player.counters.frames_corrupt,
+            "shown_size": list(latest.image.size) if latest else None,
+        }
+        player._running = False
+    return {"file": path, "frame_size": _size(frames[0]), "decode": results}
+
+
+def _size(jpeg: bytes) -> list[int]:
+    from PIL import Image
+
+    return list(Image.open(io.BytesIO(jpeg)).size)
+
+
+def bench_tk(path: str, seconds: float) -> dict:
+    import tkinter as tk
+
+    from PIL import ImageTk
+
+    frames = read_frames(path)
+    root = tk.Tk()
+    label = tk.Label(root)
+    label.pack()
+    results = {}
+    for name, size in SIZES.items():
+        if name == "640x360":
+            continue
+        photo = None
+        n = 0
+        display_time = 0.0
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            image = decode_for_display(frames[n % len(frames)], size)
+            t = time.perf_counter()
+            if photo is not None and photo.width() == image.width \
+                    and photo.height() == image.height:
+                photo.paste(image)  # in place, as Client._show
+            else:
+                photo = ImageTk.PhotoImage(image)
+                label.config(image=photo)
+            root.update_idletasks()
+            display_time += time.perf_counter() - t
+            n += 1
+        elapsed = time.perf_counter() - started
+        results[name] = {"fps": n / elapsed, "frames": n,
+                         "display_ms": display_time * 1000 / n,
+                         "shown_size": [photo.width(), photo.height()]}
+    root.destroy()
+    return {"file": path, "frame_size": _size(frames[0]), "tk": results}
+
+
+def bench_ffmpeg(path: str, threads: int | None) -> dict:
+    cmd = ["ffmpeg", "-hide_banner", "-nostats", "-benchmark"]
+    if threads:
+        cmd += ["-threads", str(threads)]
+    cmd += ["-f", "mjpeg", "-i", path, "-f", "null", "-"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300).stderr
+    frames = rtime = utime = None
+    for line in out.splitlines():
+        if line.startswith("frame="):
+            frames = int(line.split("frame=")[1].split()[0])
+        if "bench: utime=" in line:
+            parts = dict(p.split("=") for p in line.split()[1:] if "=" in p)
+            utime = float(parts["utime"].rstrip("s"))
+            rtime = float(parts["rtime"].rstrip("s"))
+    if frames is None:
+        # -nostats hides the progress line; count from the summary instead
+        for line in out.splitlines():
+            if "frame=" in line:
+                frames = int(line.split("frame=")[1].split()[0])
+    return {"threads": threads or "auto", "frames": frames, "rtime_s": rtime, "utime_s": utime,
+            "fps": frames / rtime if frames and rtime else None}
+
+
+def measure_latency(seconds: float, latencies: list[float], media: str, fps: float) -> dict:
+    """Our server as a subprocess, the Player library here; see the module docstring."""
+    from mjpeg_rtsp.client import parse_rtsp_url
+    from mjpeg_rtsp.player import Player, PlayerOptions
+
+    class TimedPlayer(Player):
+        def __init__(self, *a, **k):
+            self.marks: dict[int, float] = {}  # RTP timestamp -> marker packet arrival
+            self.offered: dict[float, tuple[int, float]] = {}  # position -> (ts, time)
+            self.shown: dict[float, float] = {}
+            self._rebuilding = 0
+            self._bench_latest = None
+            super().__init__(*a, **k)
+
+        def _on_rtp(self, data, arrival):
+            if len(data) >= 12 and data[1] & 0x80:
+                self.marks[int.from_bytes(data[4:8], "big")] = arrival
+            super()._on_rtp(data, arrival)
+
+        def _rebuild(self, frame, depacketizer):
+            self._rebuilding = frame.timestamp
+            return super()._rebuild(frame, depacketizer)
+
+        def _offer(self, jpeg, position):
+            self.offered[position] = (self._rebuilding, self.clock())
+            super()._offer(jpeg, position)
+
+        @property
+        def _latest(self):
+            return self._bench_latest
+
+        @_latest.setter
+        def _latest(self, frame):
+            if frame is not None:
+                self.shown[frame.position] = self.clock()
+            self._bench_latest = frame
+
+    root = Path(media).parent
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "Server.py"), "0", "--host", "127.0.0.1", "--root",
+         str(root), "--fps", str(fps)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    results = {}
+    try:
+        port = int(server.stdout.readline().split()[5].rstrip(","))
+        url = f"rtsp://127.0.0.1:{port}/{Path(media).name}"
+        for latency in latencies:
+            player = TimedPlayer(parse_rtsp_url(url),
+                                 PlayerOptions(latency=latency, display_size=(1280, 720)))
+            player.start()
+            player.setup()
+            player.play()
+            time.sleep(seconds)
+            player.close()
+            total, wait, decode = [], [], []
+            for position, shown in player.shown.items():
+                if position not in player.offered:
+                    continue
+                ts, offered = player.offered[position]
+                arrival = player.marks.get(ts)
+                if arrival is None:
+                    continue
+                total.append(shown - arrival)
+                wait.append(offered - arrival)
+                decode.append(shown - offered)
+            total = total[int(fps):]  # the first second is warm-up
+            wait = wait[int(fps):]
+            decode = decode[int(fps):]
+            results[f"{latency * 1000:g}"] = {
+                "frames": len(total),
+                "total_ms_median": _med(total),
+                "total_ms_p99": _p99(total),
+                "jitter_wait_ms_median": _med(wait),
+                "decode_ms_median": _med(decode),
+                "decode_ms_p99": _p99(decode),
+                "failed": player.failed,
+            }
+    finally:
+        server.terminate()
+        server.wait(10)
+    return {"file": media, "latency": results}
+
+
+def _med(values: list[float]) -> float | None:
+    return statistics.median(values) * 1000 if values else None
+
+
+def _p99(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=("decode", "tk", "ffmpeg", "latency"))
+    parser.add_argument("file", nargs="?")
+    parser.add_argument("--seconds", type=float, default=3)
+    parser.add_argument("--fps", type=float, default=30)
+    parser.add_argument("--latency", type=float, action="append",
+                        help="jitter-buffer latency in ms (repeatable; default 100 and 20)")
+    args = parser.parse_args()
+    if args.mode == "decode":
+        result = bench_decode(args.file, args.seconds)
+    elif args.mode == "tk":
+        result = bench_tk(args.file, args.seconds)
+    elif args.mode == "ffmpeg":
+        result = {"file": args.file, "ffmpeg": [bench_ffmpeg(args.file, 1),
+                                                bench_ffmpeg(args.file, None)]}
+    else:
+        latencies = [x / 1000 for x in (args.latency or [100, 20])]
+        result = measure_latency(args.seconds, latencies, args.file, args.fps)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
