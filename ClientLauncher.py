@@ -16,28 +16,9 @@ import os
 import sys
 import time
 
+from mjpeg_rtsp.cli import port_number, positive_float
 from mjpeg_rtsp.client import ClientError, PlayerState, parse_rtsp_url, textbook_target
 from mjpeg_rtsp.player import Player, PlayerOptions
-
-
-def port_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 1..65535, got {value}")
-    return value
-
-
-def positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,15 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "(rtsp:// URLs only)")
     parser.add_argument("--headless", action="store_true",
                         help="no window: play, then print a JSON summary on stdout")
-    parser.add_argument("--duration", type=positive,
+    parser.add_argument("--duration", type=positive_float,
                         help="headless: seconds to play (default: to the end of the stream)")
     parser.add_argument("--seek", type=float, default=None,
                         help="start playing at this many seconds (servers that give a range)")
     parser.add_argument("--save-frames", metavar="DIR",
                         help="write every displayed frame as a JPEG file into DIR")
-    parser.add_argument("--latency", type=positive, default=100,
+    parser.add_argument("--latency", type=positive_float, default=100,
                         help="jitter buffer in milliseconds (default 100)")
-    parser.add_argument("--timeout", type=positive, default=10,
+    parser.add_argument("--timeout", type=positive_float, default=10,
                         help="seconds to wait for the server's replies (default 10)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log protocol details")
     return parser

@@ -19,8 +19,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 
 from mjpeg_rtsp.auth import DigestAuthenticator, read_users
+from mjpeg_rtsp.cli import port_number, positive_float
 from mjpeg_rtsp.media import MediaLibrary
 from mjpeg_rtsp.rfc2435 import DEFAULT_MAX_PAYLOAD
 from mjpeg_rtsp.service import RtspService, ServerConfig
@@ -194,27 +196,14 @@ class StreamingServer:
         log.debug("session %s: RTCP %s", session.id, describe_receiver_reports(packets))
 
 
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def port_number(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="Server.py",
         description="Stream Motion-JPEG files over RTSP/RTP to the course's textbook client "
         "and to standard players (ffplay, VLC, GStreamer).",
     )
-    parser.add_argument("port", nargs="?", type=port_number, default=DEFAULT_PORT,
+    parser.add_argument("port", nargs="?", type=partial(port_number, lowest=0),
+                        default=DEFAULT_PORT,
                         help=f"RTSP port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
     parser.add_argument("--root", default=".",
                         help="media folder: files in it (and below) are served, nothing outside "
