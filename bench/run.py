@@ -14,7 +14,7 @@ server's pid, and stop it. The servers:
 * ours: ``Server.py 0 --host 127.0.0.1 --root DIR --fps F --max-sessions 200``
   (with the 720p file also with ``--no-gso``, and with receivers that enable
   UDP GRO, to show what each contributes);
-* gst-rtsp-server (``bench/gst_reference_server.py`` through /usr/bin/python3,
+* gst-rtsp-server (``tools/gst_rtsp_server.py`` through /usr/bin/python3,
   ``filesrc ! avidemux ! rtpjpegpay mtu=1412``), a pipeline per client and
   shared media.
 
@@ -45,6 +45,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
+sys.path.insert(0, str(ROOT / "tools"))
+
+from xvfb import start_xvfb, stop_process  # noqa: E402
+
 GST_PYTHON = "/usr/bin/python3"
 STARTED = time.monotonic()
 
@@ -139,23 +143,14 @@ def start_server(series: Series, media: Media, logs: Path) -> tuple[subprocess.P
         line = read_line(proc, 20)  # "RTSP server listening on port N, media folder ..."
         port = int(line.split()[5].rstrip(","))
         return proc, f"rtsp://127.0.0.1:{port}/{media.path.name}"
-    command = [GST_PYTHON, str(BENCH / "gst_reference_server.py"), "--file", str(media.avi)]
+    command = [GST_PYTHON, str(ROOT / "tools" / "gst_rtsp_server.py"), "--file", str(media.avi)]
     if series.shared:
         command.append("--shared")
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
     line = read_line(proc, 20)
     if not line.startswith("READY"):
         raise RuntimeError(f"GStreamer server: {line!r}")
-    return proc, f"rtsp://127.0.0.1:{line.split()[1]}/movie"
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+    return proc, f"rtsp://127.0.0.1:{line.split()[1]}/test"
 
 
 def run_case(series: Series, media: Media, sessions: int, seconds: float, warmup: float,
@@ -175,7 +170,7 @@ def run_case(series: Series, media: Media, sessions: int, seconds: float, warmup
     except subprocess.TimeoutExpired:
         result = {"error": "loadgen timed out"}
     finally:
-        stop_server(proc)
+        stop_process(proc)
     result.update(series=series.name, file=media.key, n=sessions, transport=transport)
     return result
 
@@ -191,38 +186,18 @@ def player_json(args: list[str], env: dict | None = None, timeout: float = 300) 
         return {"error": done.stderr.strip()[-300:] or "no output"}
 
 
-def start_xvfb() -> tuple[subprocess.Popen | None, str | None]:
-    if shutil.which("Xvfb") is None:
-        return None, None
-    read_end, write_end = os.pipe()
-    xvfb = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write_end), "-screen", "0", "1920x1200x24", "-nolisten",
-         "tcp"], pass_fds=(write_end,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    os.close(write_end)
-    number = b""
-    deadline = time.monotonic() + 15
-    while not number.endswith(b"\n") and time.monotonic() < deadline:
-        ready, _, _ = select.select([read_end], [], [], 0.1)
-        if ready:
-            chunk = os.read(read_end, 16)
-            if not chunk:
-                break
-            number += chunk
-    os.close(read_end)
-    if not number.strip().isdigit():
-        stop_server(xvfb)
-        return None, None
-    return xvfb, f":{number.strip().decode()}"
-
-
 def bench_player(folder: Path, latency_media: Media, quick: bool) -> dict:
     seconds = 1 if quick else 3
     files = [make_media(folder, "720p", 1280, 720, 30, 4, avi=False)]
     if not quick:
         files.append(make_media(folder, "1080p", 1920, 1080, 30, 4, avi=False))
     out: dict = {"files": {}, "tk_note": None}
-    xvfb, display = start_xvfb()
+    xvfb = display = None
+    if shutil.which("Xvfb") is not None:
+        try:
+            xvfb, display = start_xvfb("1920x1200x24")
+        except RuntimeError as exc:
+            note(f"player: {exc}")
     if display is None:
         out["tk_note"] = "Xvfb unavailable: Tk path not measured"
     try:
@@ -239,7 +214,7 @@ def bench_player(folder: Path, latency_media: Media, quick: bool) -> dict:
             out["files"][media.key] = entry
     finally:
         if xvfb is not None:
-            stop_server(xvfb)
+            stop_process(xvfb)
     note(f"player: latency ({latency_media.key})")
     out["latency"] = player_json(["latency", str(latency_media.path), "--seconds",
                                   "3" if quick else "6", "--fps", str(latency_media.fps)])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import select
 import shutil
 import socket
 import subprocess
@@ -21,6 +20,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
+
+from xvfb import start_xvfb, stop_process  # noqa: E402
 
 from mjpeg_rtsp.ports import bind_rtp_pair  # noqa: E402
 from mjpeg_rtsp.rtsp import (  # noqa: E402
@@ -209,16 +210,6 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
         time.sleep(interval)
 
 
-def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
-
-
 # --- third-party peers and tools ------------------------------------------------------------
 
 
@@ -258,31 +249,16 @@ def run_peer(args: list[str], timeout: float = PEER_TIMEOUT,
 
 @pytest.fixture(scope="session")
 def xvfb_display() -> Iterator[str]:
-    """A private Xvfb (1024x768, 24 bit) shared by the session's window tests; ``-displayfd``
-    makes it pick a free display number and tell us when it is ready to accept clients.
+    """A private Xvfb (1024x768, 24 bit) shared by the session's window tests.
     Skips when Xvfb is not installed; tests needing more tools check those themselves."""
     require_tools("Xvfb")
-    read_end, write_end = os.pipe()
-    xvfb = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write_end), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
-        pass_fds=(write_end,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    os.close(write_end)
     try:
-        number = b""
-        deadline = time.monotonic() + 15
-        while not number.endswith(b"\n") and time.monotonic() < deadline:
-            readable, _, _ = select.select([read_end], [], [], 0.1)
-            if readable:
-                chunk = os.read(read_end, 16)
-                if not chunk:
-                    break
-                number += chunk
-        if not number.strip().isdigit():
-            pytest.fail(f"Xvfb did not start (exit code {xvfb.poll()})")
-        yield f":{number.strip().decode()}"
+        xvfb, display = start_xvfb()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield display
     finally:
-        os.close(read_end)
         stop_process(xvfb)
 
 

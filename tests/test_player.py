@@ -249,7 +249,7 @@ def gst_server():
          "from gi.repository import GstRtspServer"], capture_output=True).returncode != 0:
         pytest.skip("Debian's python3 with the GStreamer RTSP server bindings is not installed")
     process = subprocess.Popen(
-        [python, str(ROOT / "tests" / "peers" / "gst_rtsp_server.py"), "--port", "0",
+        [python, str(ROOT / "tools" / "gst_rtsp_server.py"), "--port", "0",
          "--frames", "50", "--width", "640", "--height", "480", "--fps", "25"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
