@@ -22,7 +22,14 @@ from make_sample import read_frame_number
 from PIL import Image
 
 from mjpeg_rtsp.rfc2435 import JpegDepacketizer
-from mjpeg_rtsp.rtcp import Bye, SenderReport, SourceDescription, parse_compound
+from mjpeg_rtsp.rtcp import (
+    Bye,
+    ReceiverReport,
+    SenderReport,
+    SourceDescription,
+    build_compound,
+    parse_compound,
+)
 from mjpeg_rtsp.rtp import RtpPacket
 
 
@@ -169,6 +176,23 @@ def test_session_times_out_without_keepalive(server_factory, rtsp_client):
         wait_for(lambda: len(server.registry) == 0, 6, 0.1)
         assert len(server.registry) == 0
         assert client.request("PLAY", "movie.Mjpeg", Session=session).status == 454
+
+
+def test_receiver_reports_keep_a_session_alive(server_factory, rtsp_client):
+    """RTCP receiver reports count as liveness (RFC 2326 section 12.37), RTSP silent."""
+    server = server_factory(session_timeout=1)
+    client = rtsp_client(server.port)
+    rtp, rtcp = udp_pair()
+    with rtp, rtcp:
+        session = play_udp(client, "movie.Mjpeg", rtp)
+        report = build_compound(ReceiverReport(0x1234), SourceDescription.cname(0x1234, "t"))
+        server_rtcp = ("127.0.0.1", server.udp.rtcp_port)
+        for _ in range(12):  # 3 s, three times the timeout
+            rtcp.sendto(report, server_rtcp)
+            time.sleep(0.25)
+        alive = server.registry.get(session)
+        assert alive is not None and alive.receiver_reports >= 10
+        assert client.request("PAUSE", "movie.Mjpeg", Session=session).status == 200
 
 
 def test_threads_and_files_return_to_their_starting_count(server, rtsp_client):
