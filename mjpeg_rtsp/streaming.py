@@ -16,6 +16,7 @@ PLAY, TEARDOWN: ``session.generation`` changed) is simply discarded.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -39,7 +40,7 @@ from .rtcp import (
     ntp_from_unix,
     parse_compound,
 )
-from .rtp import PT_JPEG, pack_header
+from .rtp import PT_JPEG, RTP_HEADER_SIZE, pack_header
 from .rtsp import format_interleaved
 from .session import LowerTransport, PayloadFormat, Session, SessionState
 
@@ -72,27 +73,32 @@ def gso_supported(sock: socket.socket) -> bool:
         probe.close()
 
 
-def gso_batches(packets: list[tuple[bytes, bytes]]) -> list[tuple[int, list[tuple[bytes, bytes]]]]:
-    """Group packets for UDP_SEGMENT: equal sizes, only a batch's last packet may be shorter."""
-    batches: list[tuple[int, list[tuple[bytes, bytes]]]] = []
-    current: list[tuple[bytes, bytes]] = []
-    size = 0
-    for packet in packets:
-        length = len(packet[0]) + len(packet[1])
-        if current and (
+@functools.lru_cache(maxsize=64)
+def gso_layout(payloads: tuple[bytes, ...]) -> tuple[tuple[int, int, int], ...]:
+    """Batches for UDP_SEGMENT of one frame's RTP packets: (first, end, segment size).
+
+    In a batch all datagrams have the segment size but the last, which may be shorter.
+    Every session sends the same payload tuple of a frame (only the 12-byte headers
+    differ), so the layout is worked out once per frame, not once per session.
+    """
+    batches = []
+    first = size = 0
+    for index, payload in enumerate(payloads):
+        length = RTP_HEADER_SIZE + len(payload)
+        count = index - first
+        if count and (
             length > size
-            or len(current) == GSO_MAX_SEGMENTS
-            or (len(current) + 1) * size > GSO_MAX_BYTES
-            or len(current[-1][0]) + len(current[-1][1]) < size  # a short packet ends a batch
+            or count == GSO_MAX_SEGMENTS
+            or (count + 1) * size > GSO_MAX_BYTES
+            or RTP_HEADER_SIZE + len(payloads[index - 1]) < size  # a short packet ends a batch
         ):
-            batches.append((size, current))
-            current = []
-        if not current:
+            batches.append((first, index, size))
+            first = index
+        if index == first:
             size = length
-        current.append(packet)
-    if current:
-        batches.append((size, current))
-    return batches
+    if payloads:
+        batches.append((first, len(payloads), size))
+    return tuple(batches)
 
 
 class UdpSink:
@@ -111,35 +117,35 @@ class UdpSink:
         self.gso = gso
         self.errors = 0
 
-    def send_rtp(self, packets: list[tuple[bytes, bytes]]) -> int:
-        """Send (header, payload) pairs; return how many were dropped."""
-        if self.gso and len(packets) > 1:
-            return self._send_segmented(packets)
-        return sum(self.send_rtp_one(packet) for packet in packets)
+    def send_rtp(self, headers: list[bytes], payloads: tuple[bytes, ...]) -> int:
+        """Send one frame's packets (a header per payload); return how many were dropped."""
+        if self.gso and len(payloads) > 1:
+            return self._send_segmented(headers, payloads)
+        return sum(self._send_one(h, p) for h, p in zip(headers, payloads, strict=True))
 
-    def _send_segmented(self, packets: list[tuple[bytes, bytes]]) -> int:
+    def _send_segmented(self, headers: list[bytes], payloads: tuple[bytes, ...]) -> int:
         dropped = 0
-        for size, batch in gso_batches(packets):
-            if len(batch) == 1:
-                dropped += self.send_rtp_one(batch[0])
+        for first, end, size in gso_layout(payloads):
+            if end - first == 1:
+                dropped += self._send_one(headers[first], payloads[first])
                 continue
-            parts = [part for packet in batch for part in packet]
+            parts = [part for i in range(first, end) for part in (headers[i], payloads[i])]
             control = [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
             try:
                 self.rtp_socket.sendmsg(parts, control, 0, self.rtp_address)
             except BlockingIOError:
-                dropped += len(batch)
+                dropped += end - first
             except OSError as exc:
                 # E.g. a route whose MTU is below the segment size: fall back for good.
                 log.info("UDP segmentation offload to %s failed (%s); sending datagram by "
                          "datagram", self.rtp_address, exc)
                 self.gso = False
-                dropped += sum(self.send_rtp_one(packet) for packet in batch)
+                dropped += sum(self._send_one(headers[i], payloads[i]) for i in range(first, end))
         return dropped
 
-    def send_rtp_one(self, packet: tuple[bytes, bytes]) -> int:
+    def _send_one(self, header: bytes, payload: bytes) -> int:
         try:
-            self.rtp_socket.sendmsg(packet, (), 0, self.rtp_address)
+            self.rtp_socket.sendmsg((header, payload), (), 0, self.rtp_address)
             return 0
         except BlockingIOError:
             return 1
@@ -231,9 +237,12 @@ class InterleavedSink:
         self.writer = writer
         self.rtp_channel, self.rtcp_channel = rtp_channel, rtcp_channel
 
-    def send_rtp(self, packets: list[tuple[bytes, bytes]]) -> int:
-        data = b"".join(format_interleaved(self.rtp_channel, h + p) for h, p in packets)
-        return 0 if self.writer.send_media(data) else len(packets)
+    def send_rtp(self, headers: list[bytes], payloads: tuple[bytes, ...]) -> int:
+        data = b"".join(
+            format_interleaved(self.rtp_channel, h + p)
+            for h, p in zip(headers, payloads, strict=True)
+        )
+        return 0 if self.writer.send_media(data) else len(payloads)
 
     def send_rtcp(self, data: bytes) -> None:
         self.writer.send_media(format_interleaved(self.rtcp_channel, data))
@@ -377,16 +386,15 @@ class PacingScheduler:
                 sink.send_rtcp(rtcp_sender_report(session, self.wallclock(), now_rtp))
                 pace.last_report = now
             payloads = self._payloads(session, frame)
-            packets = []
             seq = session.next_seq
             last = len(payloads) - 1
-            for i, payload in enumerate(payloads):
-                header = pack_header(PT_JPEG, seq, timestamp, session.ssrc, i == last)
-                packets.append((header, payload))
-                seq = (seq + 1) & 0xFFFF
-            session.next_seq = seq
-            dropped = sink.send_rtp(packets)
-            session.packets_sent += len(packets) - dropped
+            headers = [
+                pack_header(PT_JPEG, (seq + i) & 0xFFFF, timestamp, session.ssrc, i == last)
+                for i in range(len(payloads))
+            ]
+            session.next_seq = (seq + len(payloads)) & 0xFFFF
+            dropped = sink.send_rtp(headers, payloads)
+            session.packets_sent += len(payloads) - dropped
             session.packets_dropped += dropped
             session.octets_sent += sum(len(p) for p in payloads)
             session.frames_sent += 1

@@ -9,20 +9,19 @@ import pytest
 from conftest import RtspTestClient, udp_pair
 
 from mjpeg_rtsp.rtp import RtpPacket
-from mjpeg_rtsp.streaming import GSO_MAX_SEGMENTS, gso_batches, gso_supported
+from mjpeg_rtsp.streaming import GSO_MAX_SEGMENTS, gso_layout, gso_supported
 
 
 def test_batches_are_equal_sized_with_a_short_last_one():
-    full, short = (b"h" * 12, b"p" * 1400), (b"h" * 12, b"p" * 300)
-    batches = gso_batches([full] * 50 + [short])
-    assert [(size, len(batch)) for size, batch in batches] == [(1412, 46), (1412, 5)]
-    assert batches[1][1][-1] == short
+    full, short = b"p" * 1400, b"p" * 300
+    assert gso_layout((full,) * 50 + (short,)) == ((0, 46, 1412), (46, 51, 1412))
     # A short packet in the middle ends its batch; a longer one starts a new one.
-    sizes = [(size, len(b)) for size, b in gso_batches([full, short, full, full])]
-    assert sizes == [(1412, 2), (1412, 2)]
-    tiny = [(b"h" * 12, b"p" * 8)] * 100
-    assert all(len(batch) <= GSO_MAX_SEGMENTS for _, batch in gso_batches(tiny))
-    assert sum(len(batch) for _, batch in gso_batches(tiny)) == 100
+    assert gso_layout((full, short, full, full)) == ((0, 2, 1412), (2, 4, 1412))
+    assert gso_layout((short, full)) == ((0, 1, 312), (1, 2, 1412))
+    tiny = gso_layout((b"p" * 8,) * 100)
+    assert all(end - first <= GSO_MAX_SEGMENTS for first, end, _ in tiny)
+    assert [(first, end) for first, end, _ in tiny] == [(0, 64), (64, 100)]
+    assert gso_layout(()) == ()
 
 
 def record(server, frames: int) -> list[tuple]:
