@@ -87,7 +87,6 @@ class StreamingServer:
         self._workers_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._accept_thread: threading.Thread | None = None
-        self._stopped = threading.Event()
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -122,7 +121,6 @@ class StreamingServer:
                 except OSError:
                     continue
                 self._spawn(sock, address)
-        self._stopped.set()
 
     def _spawn(self, sock: socket.socket, address: tuple) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -164,10 +162,6 @@ class StreamingServer:
         self.scheduler.stop()
         self.udp.stop()
         self.listener.close()
-
-    def connection_count(self) -> int:
-        with self._workers_lock:
-            return len(self._workers)
 
     # --- sessions -------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from .client import ClientError, PlayerState, RtspClient, StreamTarget
 from .jitter import JitterBuffer, MediaFrame, starts_jpeg_frame
@@ -105,7 +105,6 @@ class _Counters:
     packets_garbage: int = 0
     width: int = 0
     height: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 class Player:
@@ -156,7 +155,6 @@ class Player:
         self._bye = False
         self._last_packet = 0.0
         self._our_ssrc = int.from_bytes(os.urandom(4), "big")
-        self._stopped = threading.Event()
 
     # --- commands (any thread) --------------------------------------------------------------
 

@@ -166,9 +166,6 @@ class UdpSink:
         if self.errors == 1:
             log.warning("sending to %s failed: %s", self.rtp_address, exc)
 
-    def close(self) -> None:
-        pass  # the sockets are the server's
-
 
 class ConnectionWriter:
     """Serialises writes to one RTSP connection: replies, and media frames from a bounded queue."""
@@ -247,9 +244,6 @@ class InterleavedSink:
     def send_rtcp(self, data: bytes) -> None:
         self.writer.send_media(format_interleaved(self.rtcp_channel, data))
 
-    def close(self) -> None:
-        pass  # the writer belongs to the connection
-
 
 def rtcp_sender_report(session: Session, wallclock: float, rtp_timestamp: int) -> bytes:
     """SR + SDES CNAME compound (RFC 3550 section 6.1, 6.4.1)."""
@@ -300,7 +294,6 @@ class PacingScheduler:
         self._running = False
         self._thread: threading.Thread | None = None
         self.late_frames = 0
-        self.on_stream_end: Callable[[Session], None] | None = None
 
     def start(self) -> None:
         self._running = True
@@ -347,7 +340,7 @@ class PacingScheduler:
                     due = self._send_frame(pace, deadline)
                 except Exception:  # one broken session must not stop everyone's stream
                     log.exception("session %s: stream stopped by an error", pace.session.id)
-                    self._finish(pace.session, pace.generation, "error")
+                    self._finish(pace.session, pace.generation)
                     due = None
                 if due is not None:
                     following.append((due, next(self._counter), pace))
@@ -410,7 +403,7 @@ class PacingScheduler:
             return payloads
         return media.rtp_payloads(frame, self.max_payload)  # type: ignore[attr-defined]
 
-    def _finish(self, session: Session, generation: int, reason: str) -> None:
+    def _finish(self, session: Session, generation: int) -> None:
         with session.lock:
             if session.generation == generation and session.state is SessionState.PLAYING:
                 session.state = SessionState.READY
