@@ -116,11 +116,23 @@ class ClientReply:
     rtp_info: dict[str, str] = field(default_factory=dict)
 
 
+_ABSOLUTE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def resolve_control(base: str, control: str) -> str:
-    """An ``a=control`` value against the Content-Base (RFC 2326 C.1.1)."""
-    if control in ("", "*"):
+    """An ``a=control`` value against the base URL (RFC 2326 C.1.1).
+
+    ``base`` is the Content-Base, else the Content-Location, else the URL that was
+    DESCRIBEd. An empty control or ``*`` is the base itself, exactly as given (servers
+    such as VLC and rtsp-server-perl only know the URL they announced, not one with a
+    ``/`` appended); an absolute URL is taken as it is. A relative control names a part
+    below the base: a ``/`` is put between the two when the base has none, as live555,
+    ffmpeg and GStreamer do, since servers commonly send ``Content-Base: rtsp://h/cam``
+    with ``a=control:track1`` meaning ``rtsp://h/cam/track1``.
+    """
+    if control.strip() in ("", "*"):
         return base
-    if "://" in control:
+    if _ABSOLUTE_URL.match(control):
         return control
     if not base.endswith("/"):
         base += "/"
@@ -268,10 +280,10 @@ class RtspClient:
             raise ClientError("the stream has no Motion-JPEG (RTP/JPEG) video")
         media, pt, rate = video
         session_control = sdp.attribute("control")
-        aggregate = resolve_control(base, session_control) if session_control else base
         info = MediaInfo(
             control_url=resolve_control(base, media.attribute("control") or ""),
-            aggregate_url=aggregate.rstrip("/") + "/" if aggregate == base else aggregate,
+            # No session-level control: the aggregate is the base itself (C.1.1).
+            aggregate_url=resolve_control(base, session_control or ""),
             payload_type=pt,
             clock_rate=rate,
         )
