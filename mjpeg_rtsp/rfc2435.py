@@ -457,12 +457,18 @@ class JpegDepacketizer:
             return self._static_tables.get(q)  # tables sent earlier for this Q
         prec = header.qt_precision or 0
         sizes = [128 if prec & (1 << i) else 64 for i in range(2)]
-        if length < sum(sizes):
+        if length >= sum(sizes):
+            tables = (data[: sizes[0]], data[sizes[0] : sizes[0] + sizes[1]])
+        elif length >= sizes[0]:
+            # One table: the JPEG's components all use it. ffmpeg's and VLC's packetizers
+            # send one table per DQT table of the source (3.1.8 leaves the count open), so
+            # it quantizes chroma as well.
+            tables = (data[: sizes[0]],) * 2
+        else:
             raise Rfc2435Error(
-                f"quantization table length {length} too short for 2 tables "
-                f"(precision 0x{prec:02X} needs {sum(sizes)} bytes)"
+                f"quantization table length {length} too short for a table "
+                f"(precision 0x{prec:02X} needs {sizes[0]} bytes)"
             )
-        tables = (data[: sizes[0]], data[sizes[0] : sizes[0] + sizes[1]])
         if q != DYNAMIC_Q:
             self._static_tables[q] = tables
         return tables

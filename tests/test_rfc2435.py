@@ -223,8 +223,8 @@ def test_depacketizer_errors() -> None:
     depay = JpegDepacketizer()
     with pytest.raises(Rfc2435Error, match="unsupported JPEG type 5"):
         depay.push(bytes.fromhex("00 000000 05 32 02 02") + b"x", 1, True)
-    with pytest.raises(Rfc2435Error, match=r"length 64 too short for 2 tables"):
-        depay.push(bytes.fromhex("00 000000 01 ff 02 02 00 00 0040") + bytes(64), 2, True)
+    with pytest.raises(Rfc2435Error, match=r"length 32 too short for a table"):
+        depay.push(bytes.fromhex("00 000000 01 ff 02 02 00 00 0020") + bytes(32), 2, True)
     with pytest.raises(Rfc2435Error, match=r"Q=255 requires in-band quantization tables"):
         depay.push(bytes.fromhex("00 000000 01 ff 02 02 00 00 0000") + b"x", 3, True)
     assert depay.frames_dropped == 3
