@@ -7,19 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-textbook}
-PYTHON=${PYTHON:-python3}
-
-if ! "$PYTHON" -c "import tkinter" 2>/dev/null && command -v apt-get >/dev/null 2>&1; then
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  echo "== installing python3-tk (Tk for the player window)"
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-tk >/dev/null
-fi
-if [ ! -x .venv/bin/python ]; then
-  echo "== creating .venv"
-  "$PYTHON" -m venv .venv
-fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+# Installs what is missing (python3, its venv module, Tk when a window will open) and builds .venv.
+source tools/setup-env.sh
+want_tk=no
+[ -n "${DISPLAY:-}" ] && want_tk=yes
+setup_env requirements.txt "$want_tk"
 
 port=${PORT:-8554}
 .venv/bin/python Server.py "$port" --host 127.0.0.1 &

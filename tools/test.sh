@@ -1,44 +1,27 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs on a fresh Debian machine, then run it.
 #   bash tools/test.sh [pytest arguments]
-# Installs the test peers from Debian packages (ffmpeg, GStreamer, Xvfb) when they are
-# missing, creates .venv with Pillow, pytest, hypothesis and ruff, lints, runs pytest.
+# Installs what is missing from Debian packages in one apt step (python3 with venv and Tk, the
+# test peers: ffmpeg, GStreamer, VLC, rtsp-server-perl, Xvfb, ...), creates or repairs .venv with
+# Pillow, pytest, hypothesis and ruff, lints, runs pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The test peers (interop and window tests skip without them; CI=true makes a missing one an
+# error). procps and iproute2 are on any normal install but not in a minimal one.
 DEBIAN_PACKAGES=(
   ffmpeg
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   python3-gi gir1.2-gst-rtsp-server-1.0
+  vlc-bin vlc-plugin-base rtsp-server-perl
   xvfb xdotool x11-apps imagemagick
 )
-missing=()
-for package in "${DEBIAN_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
-    || missing+=("$package")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  if command -v apt-get >/dev/null 2>&1; then
-    SUDO=""
-    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    echo "== installing Debian packages: ${missing[*]}"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-      "${missing[@]}" >/dev/null
-  else
-    echo "warning: no apt-get; interop tests that need ${missing[*]} will be skipped" >&2
-  fi
-fi
-
-PYTHON=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  echo "== creating .venv"
-  "$PYTHON" -m venv .venv
-fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-test.txt
+# Also python3, its venv module and Tk (the window tests run under Xvfb), all in one apt step.
+source tools/setup-env.sh
+setup_env requirements-test.txt yes "${DEBIAN_PACKAGES[@]}"
 
 echo "== ruff check"
-.venv/bin/ruff check .
+.venv/bin/python -m ruff check .
 
 echo "== pytest"
 set +e
