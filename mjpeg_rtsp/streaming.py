@@ -304,7 +304,8 @@ class PacingScheduler:
         with self._cond:
             self._running = False
             self._cond.notify()
-        if self._thread is not None:
+        # is_alive(): a Ctrl+C can land inside start(), before the thread has started.
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=5)
 
     def play(self, session: Session) -> None:
@@ -467,7 +468,7 @@ class UdpEndpoint:
 
     def stop(self) -> None:
         self._running = False
-        if self._thread is not None:
+        if self._thread is not None and self._thread.is_alive():  # see PacingScheduler.stop
             self._thread.join(timeout=2)
         self.rtp_socket.close()
         self.rtcp_socket.close()
