@@ -23,7 +23,6 @@ from mjpeg_rtsp.player import Player, PlayerOptions
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ClientLauncher.py",
         description="Play a Motion-JPEG RTSP stream: from the course's server "
         "(HOST PORT RTP_PORT FILE) or from any standard server (rtsp:// URL).",
         usage="%(prog)s [options] HOST PORT RTP_PORT FILE\n"

@@ -20,7 +20,9 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
+import mjpeg_rtsp
 from mjpeg_rtsp.auth import DigestAuthenticator, read_users
 from mjpeg_rtsp.cli import port_number, positive_float
 from mjpeg_rtsp.media import MediaLibrary
@@ -38,6 +40,7 @@ from ServerWorker import ServerWorker
 log = logging.getLogger("Server")
 
 DEFAULT_PORT = 8554
+SAMPLE_NAME = "movie.Mjpeg"  # the course's sample clip, bundled with the server
 
 
 class StreamingServer:
@@ -190,18 +193,31 @@ class StreamingServer:
         log.debug("session %s: RTCP %s", session.id, describe_receiver_reports(packets))
 
 
+def default_media_root() -> str:
+    """The current directory when it holds media files (as in a checkout), else the folder of
+    the bundled sample: next to this module in a checkout, ``mjpeg_rtsp/sample`` once installed
+    (the wheel carries it there, see setup.py), so the installed command serves something."""
+    if MediaLibrary(".").list_media(limit=1):
+        return "."
+    for folder in (Path(__file__).resolve().parent,
+                   Path(mjpeg_rtsp.__file__).resolve().parent / "sample"):
+        if (folder / SAMPLE_NAME).is_file():
+            return str(folder)
+    return "."
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="Server.py",
         description="Stream Motion-JPEG files over RTSP/RTP to the course's textbook client "
         "and to standard players (ffplay, VLC, GStreamer).",
     )
     parser.add_argument("port", nargs="?", type=partial(port_number, lowest=0),
                         default=DEFAULT_PORT,
                         help=f"RTSP port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
-    parser.add_argument("--root", default=".",
+    parser.add_argument("--root",
                         help="media folder: files in it (and below) are served, nothing outside "
-                        "(default: the current directory)")
+                        "(default: the current directory, or the bundled sample's folder when "
+                        "the current directory has no media files)")
     parser.add_argument("--host", default="0.0.0.0",
                         help="address to listen on (default 0.0.0.0, all IPv4 interfaces; "
                         "'::' for IPv6)")
@@ -251,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         server = StreamingServer(
-            root=args.root, host=args.host, port=args.port, fps=args.fps,
+            root=args.root or default_media_root(), host=args.host, port=args.port, fps=args.fps,
             max_sessions=args.max_sessions, session_timeout=args.session_timeout,
             idle_timeout=args.idle_timeout, gso=False if args.no_gso else None,
             max_payload=args.mtu, users=users,
