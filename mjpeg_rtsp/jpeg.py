@@ -30,6 +30,7 @@ __all__ = [
     "JpegError",
     "JpegInfo",
     "find_frame_end",
+    "frame_size",
     "scan_jpeg",
 ]
 
@@ -252,8 +253,12 @@ def _walk(
     data: bytes | bytearray | memoryview,
     start: int,
     parse: bool,
+    until_sof: bool = False,
 ) -> tuple[_Walk, dict[int, bytes], dict[int, int], dict[tuple[int, int], bytes], int]:
-    """Walk markers from SOI at ``start`` to EOI; return state, tables and the EOI offset."""
+    """Walk markers from SOI at ``start`` to EOI; return state, tables and the EOI offset.
+
+    With ``until_sof`` (and not ``parse``) the walk stops at the SOF, which it parses, and
+    the offset returned is the SOF's."""
     n = len(data)
     if start < 0 or start + 2 > n:
         raise JpegError(f"no JPEG data at offset {start} (input is {n} bytes)", start)
@@ -329,6 +334,9 @@ def _walk(
             elif marker in _SOF_MARKERS:
                 _parse_sof(marker, seg, pos, w)
         elif marker in _SOF_MARKERS:
+            if until_sof:
+                _parse_sof(marker, seg, pos, w)
+                return w, qtables, qprec, huff, pos
             w.sof = marker  # SOS only needs to know that some SOF came first
         pos = seg_end
 
@@ -426,3 +434,14 @@ def find_frame_end(data: bytes | bytearray | memoryview, start: int) -> int:
     """
     _w, _q, _p, _h, eoi = _walk(data, start, parse=False)
     return eoi + 2
+
+
+def frame_size(data: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """``(width, height)`` from the SOF of the JPEG at ``data[0]``, reading only the headers.
+
+    For a receiver that must know what a frame would cost before decoding it (T.81 B.2.2);
+    the entropy-coded data is never looked at. Raises :class:`JpegError` if no valid SOF
+    comes before the first scan.
+    """
+    w, _q, _p, _h, _pos = _walk(data, 0, parse=False, until_sof=True)
+    return w.width, w.height

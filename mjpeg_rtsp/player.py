@@ -35,6 +35,8 @@ from dataclasses import dataclass, replace
 
 from .client import ClientError, PlayerState, RtspClient, StreamTarget
 from .jitter import JitterBuffer, MediaFrame, starts_jpeg_frame
+from .jpeg import frame_size
+from .limits import MAX_DECODE_PIXELS, MAX_FRAME_PIXELS, FrameTooLargeError
 from .ports import bind_rtp_pair
 from .rawjpeg import RawJpegAssembler
 from .rfc2435 import JpegDepacketizer, Rfc2435Error
@@ -99,7 +101,9 @@ class DisplayFrame:
 @dataclass
 class _Counters:
     frames_decoded: int = 0
-    frames_corrupt: int = 0
+    frames_corrupt: int = 0  # could not be rebuilt from their packets
+    frames_undecodable: int = 0  # rebuilt, but the JPEG decoder refused them
+    frames_rejected: int = 0  # over a size limit (mjpeg_rtsp.limits): never decoded
     frames_skipped: int = 0  # decoded too late for display: a newer one was waiting
     packets_foreign: int = 0
     packets_garbage: int = 0
@@ -241,7 +245,10 @@ class Player:
             snapshot = self.receiver_stats.snapshot(now, whole_run)
             snapshot.update(
                 frames=self.counters.frames_decoded,
-                frames_lost=self.jitter.frames_lost + self.counters.frames_corrupt,
+                frames_lost=self.jitter.frames_lost + self.counters.frames_corrupt
+                + self.counters.frames_undecodable + self.counters.frames_rejected,
+                frames_undecodable=self.counters.frames_undecodable,
+                frames_rejected=self.counters.frames_rejected,
                 packets_foreign=self.counters.packets_foreign + self.counters.packets_garbage,
                 packets_late=self.jitter.packets_late,
                 packets_duplicate=self.jitter.packets_duplicate,
@@ -635,10 +642,18 @@ class Player:
             jpeg, position = item
             try:
                 image, width, height = decode_for_display(jpeg, self.options.display_size)
-            except (OSError, ValueError, SyntaxError) as exc:
+            except FrameTooLargeError as exc:
+                log.debug("frame rejected: %s", exc)
+                with self._lock:
+                    self.counters.frames_rejected += 1
+                continue
+            except Exception as exc:  # noqa: BLE001
+                # Pillow raises OSError, ValueError, SyntaxError, struct.error, its own
+                # DecompressionBombError, MemoryError...: whatever one frame does, it is
+                # dropped and counted, and this thread goes on to the next.
                 log.debug("frame does not decode: %s", exc)
                 with self._lock:
-                    self.counters.frames_corrupt += 1
+                    self.counters.frames_undecodable += 1
                 continue
             now = self.clock()
             with self._lock:
@@ -648,8 +663,11 @@ class Player:
                 number = self.counters.frames_decoded
             if self.options.save_frames:
                 path = os.path.join(self.options.save_frames, f"frame-{number:06d}.jpg")
-                with open(path, "wb") as out:
-                    out.write(jpeg)
+                try:
+                    with open(path, "wb") as out:
+                        out.write(jpeg)
+                except OSError as exc:
+                    log.warning("cannot save %s: %s", path, exc.strerror or exc)
             self._latest = DisplayFrame(image, width, height, number, position)
 
     def _end_of_stream(self) -> None:
@@ -658,19 +676,35 @@ class Player:
             self.events.put(PlayerEvent("ended", "end of stream"))
 
 
-def decode_for_display(jpeg: bytes, size: tuple[int, int] | None = None) -> tuple:
+def decode_for_display(
+    jpeg: bytes, size: tuple[int, int] | None = None, max_pixels: int = MAX_FRAME_PIXELS
+) -> tuple:
     """Decode a JPEG in memory and fit it into ``size`` keeping its aspect: (image, w, h).
 
     ``w`` and ``h`` are the frame's own size. When the display is smaller than the frame,
     libjpeg decodes at a reduced scale directly (draft mode), which is much cheaper than
-    decoding whole and shrinking.
+    decoding whole and shrinking. The size is read from the SOF before anything is
+    allocated: a frame of more than ``max_pixels`` raises :class:`FrameTooLargeError`, and none
+    is decoded at more than :data:`MAX_DECODE_PIXELS` (see :mod:`mjpeg_rtsp.limits`).
     """
     from PIL import Image  # only decoding needs Pillow
 
-    image = Image.open(io.BytesIO(jpeg))
-    width, height = image.size
-    if size and (width > size[0] or height > size[1]):
-        image.draft("RGB", size)
+    width, height = frame_size(jpeg)  # JpegError (a ValueError) when there is no SOF
+    if width * height > max_pixels:
+        raise FrameTooLargeError(f"{width}x{height} frame exceeds {max_pixels} pixels")
+    image = Image.open(io.BytesIO(jpeg), formats=("JPEG",))  # lazy: headers only
+    if image.size != (width, height):
+        raise ValueError(f"the decoder sees {image.size}, the SOF says {width}x{height}")
+    request = size if size and (width > size[0] or height > size[1]) else None
+    scale = 1
+    while scale < 8 and -(-width // scale) * -(-height // scale) > MAX_DECODE_PIXELS:
+        scale *= 2
+    if scale > 1:
+        # draft() picks the largest DCT scale whose result still covers the request.
+        cap = (max(1, width // scale), max(1, height // scale))
+        request = cap if request is None else (min(request[0], cap[0]), min(request[1], cap[1]))
+    if request is not None:
+        image.draft("RGB", request)
     image.load()
     if image.mode != "RGB":
         image = image.convert("RGB")
