@@ -52,6 +52,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from .rtp import check_uint
+
 __all__ = [
     "Bye",
     "CUMULATIVE_LOST_MAX",
@@ -127,13 +129,6 @@ class RtcpError(ValueError):
     """Raised when bytes are not a valid RTCP (compound) packet (RFC 3550 appendix A.2)."""
 
 
-def _check_uint(name: str, value: int, bits: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if not 0 <= value < (1 << bits):
-        raise ValueError(f"{name} {value} out of range 0..{(1 << bits) - 1}")
-
-
 def _check_count(what: str, count: int) -> None:
     if count > _MAX_COUNT:
         raise ValueError(f"{count} {what}, at most {_MAX_COUNT} fit in one RTCP packet")
@@ -168,17 +163,17 @@ class ReportBlock:
     dlsr: int
 
     def __post_init__(self) -> None:
-        _check_uint("SSRC", self.ssrc, 32)
-        _check_uint("fraction lost", self.fraction_lost, 8)
+        check_uint("SSRC", self.ssrc, 32)
+        check_uint("fraction lost", self.fraction_lost, 8)
         if not CUMULATIVE_LOST_MIN <= self.cumulative_lost <= CUMULATIVE_LOST_MAX:
             raise ValueError(
                 f"cumulative lost {self.cumulative_lost} out of range "
                 f"{CUMULATIVE_LOST_MIN}..{CUMULATIVE_LOST_MAX}"
             )
-        _check_uint("extended highest sequence number", self.highest_seq, 32)
-        _check_uint("jitter", self.jitter, 32)
-        _check_uint("LSR", self.lsr, 32)
-        _check_uint("DLSR", self.dlsr, 32)
+        check_uint("extended highest sequence number", self.highest_seq, 32)
+        check_uint("jitter", self.jitter, 32)
+        check_uint("LSR", self.lsr, 32)
+        check_uint("DLSR", self.dlsr, 32)
 
     @classmethod
     def parse(cls, data: bytes | memoryview, offset: int = 0) -> ReportBlock:
@@ -218,11 +213,11 @@ class SenderReport:
     reports: tuple[ReportBlock, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_uint("SSRC", self.ssrc, 32)
-        _check_uint("NTP timestamp", self.ntp_timestamp, 64)
-        _check_uint("RTP timestamp", self.rtp_timestamp, 32)
-        _check_uint("sender's packet count", self.packet_count, 32)
-        _check_uint("sender's octet count", self.octet_count, 32)
+        check_uint("SSRC", self.ssrc, 32)
+        check_uint("NTP timestamp", self.ntp_timestamp, 64)
+        check_uint("RTP timestamp", self.rtp_timestamp, 32)
+        check_uint("sender's packet count", self.packet_count, 32)
+        check_uint("sender's octet count", self.octet_count, 32)
         object.__setattr__(self, "reports", tuple(self.reports))
         _check_reports(self.reports)
 
@@ -245,7 +240,7 @@ class ReceiverReport:
     reports: tuple[ReportBlock, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_uint("SSRC", self.ssrc, 32)
+        check_uint("SSRC", self.ssrc, 32)
         object.__setattr__(self, "reports", tuple(self.reports))
         _check_reports(self.reports)
 
@@ -277,9 +272,9 @@ class SourceDescription:
         object.__setattr__(self, "chunks", chunks)
         _check_count("SDES chunks", len(chunks))
         for ssrc, items in chunks:
-            _check_uint("SSRC", ssrc, 32)
+            check_uint("SSRC", ssrc, 32)
             for kind, value in items:
-                _check_uint("SDES item type", kind, 8)
+                check_uint("SDES item type", kind, 8)
                 if kind == SDES_END:
                     raise ValueError("SDES item type 0 is the end marker, not an item")
                 if len(value) > 255:
@@ -324,7 +319,7 @@ class Bye:
         object.__setattr__(self, "reason", bytes(self.reason))
         _check_count("BYE sources", len(self.sources))
         for source in self.sources:
-            _check_uint("SSRC", source, 32)
+            check_uint("SSRC", source, 32)
         if len(self.reason) > 255:
             raise ValueError(f"BYE reason of {len(self.reason)} bytes, at most 255 allowed")
 
@@ -349,8 +344,8 @@ class UnknownRtcp:
     body: bytes = b""
 
     def __post_init__(self) -> None:
-        _check_uint("packet type", self.packet_type, 8)
-        _check_uint("count", self.count, 5)
+        check_uint("packet type", self.packet_type, 8)
+        check_uint("count", self.count, 5)
         object.__setattr__(self, "body", bytes(self.body))
         if len(self.body) % 4:
             raise ValueError(f"RTCP body of {len(self.body)} bytes is not a multiple of 4")

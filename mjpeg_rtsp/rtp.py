@@ -82,7 +82,8 @@ class RtpError(ValueError):
     """Raised when bytes are not a valid RTP packet (RFC 3550 section 5.1 / appendix A.1)."""
 
 
-def _check_uint(name: str, value: int, bits: int) -> None:
+def check_uint(name: str, value: int, bits: int) -> None:
+    """Refuse a packet field that is not an unsigned ``bits``-bit int (RTP and RTCP alike)."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if not 0 <= value < (1 << bits):
@@ -113,10 +114,10 @@ class RtpPacket:
     padding: int = 0
 
     def __post_init__(self) -> None:
-        _check_uint("payload type", self.payload_type, 7)
-        _check_uint("sequence number", self.sequence_number, 16)
-        _check_uint("timestamp", self.timestamp, 32)
-        _check_uint("SSRC", self.ssrc, 32)
+        check_uint("payload type", self.payload_type, 7)
+        check_uint("sequence number", self.sequence_number, 16)
+        check_uint("timestamp", self.timestamp, 32)
+        check_uint("SSRC", self.ssrc, 32)
         if type(self.payload) is not bytes:
             object.__setattr__(self, "payload", bytes(self.payload))
         if type(self.extension) is not bytes:
@@ -127,12 +128,12 @@ class RtpPacket:
         if len(self.csrc) > MAX_CSRC_COUNT:
             raise ValueError(f"{len(self.csrc)} CSRCs, at most {MAX_CSRC_COUNT} allowed")
         for source in self.csrc:
-            _check_uint("CSRC", source, 32)
+            check_uint("CSRC", source, 32)
         if self.extension_profile is None:
             if self.extension:
                 raise ValueError("extension data given without extension_profile")
         else:
-            _check_uint("extension profile", self.extension_profile, 16)
+            check_uint("extension profile", self.extension_profile, 16)
             if len(self.extension) % 4:
                 raise ValueError(
                     f"extension length {len(self.extension)} is not a multiple of 4 bytes"
@@ -141,7 +142,7 @@ class RtpPacket:
                 raise ValueError(
                     f"extension length {len(self.extension)} exceeds {_MAX_EXTENSION_BYTES} bytes"
                 )
-        _check_uint("padding", self.padding, 8)
+        check_uint("padding", self.padding, 8)
 
     @property
     def header_size(self) -> int:
