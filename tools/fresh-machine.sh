@@ -135,6 +135,13 @@ new_root() {
       mkdir -p "$root$path" && mount --bind -o ro "$path" "$root$path"
     else
       mkdir -p "$(dirname "$root$path")" && cp "$path" "$root$path"
+      # A CA bundle pip trusts here (e.g. a proxy's): installing ca-certificates in the chroot
+      # rebuilds the bundle, so also hand it to update-ca-certificates as a local CA.
+      case $path in
+        *.crt|*.pem)
+          mkdir -p "$root/usr/local/share/ca-certificates"
+          cp "$path" "$root/usr/local/share/ca-certificates/fresh-machine-$(basename "$path" .pem).crt" ;;
+      esac
     fi
   done < <(pip_paths)
   mount -t proc proc "$root/proc"
