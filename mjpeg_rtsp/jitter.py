@@ -48,9 +48,9 @@ time as float seconds; there are no sockets, threads or clocks here.
   often without the marker bit and with timestamps in seconds or arbitrary units. With
   ``frame_per_packet=True`` every packet is a frame, due at ``arrival + latency``, released
   in sequence order, and every missing sequence number counts as one lost frame.
-* **Bounded memory.** At most ``max_packets`` packets are held; beyond that the oldest
-  pending frames are dropped (counted lost). Duplicate detection remembers the last
-  ``max_packets`` sequence numbers.
+* **Bounded memory.** At most ``max_packets`` packets and ``max_bytes`` payload bytes are
+  held; beyond either the oldest pending frames are dropped (counted lost). Duplicate
+  detection remembers the last ``max_packets`` sequence numbers.
 
 Aiortc's ``jitterbuffer.py`` and RFC 3550 appendix A were read for ideas; this is our own
 design (timestamp-driven playout, explicit completeness rules, loss accounting).
@@ -63,6 +63,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .limits import MAX_BUFFERED_BYTES
 from .rtp import JPEG_CLOCK_RATE, RtpPacket
 
 __all__ = [
@@ -175,8 +176,9 @@ class JitterBuffer:
 
     See the module docstring for the rules. ``latency`` is the playout delay in seconds,
     ``clock_rate`` the RTP clock (90 kHz for JPEG, RFC 2435 section 3 / RFC 3551 section 5),
-    ``frame_per_packet`` selects the one-JPEG-per-datagram mode, ``max_packets`` bounds the
-    memory, and ``frame_start`` optionally recognises the first packet of a frame.
+    ``frame_per_packet`` selects the one-JPEG-per-datagram mode, ``max_packets`` and
+    ``max_bytes`` bound the memory, and ``frame_start`` optionally recognises the first
+    packet of a frame.
 
     Counters (ints, never reset): ``frames_out``, ``frames_lost``, ``packets_received``,
     ``packets_duplicate``, ``packets_late``, ``packets_reordered``.
@@ -189,6 +191,7 @@ class JitterBuffer:
         frame_per_packet: bool = False,
         max_packets: int = 4096,
         frame_start: Callable[[RtpPacket], bool] | None = None,
+        max_bytes: int = MAX_BUFFERED_BYTES,
     ) -> None:
         if latency < 0:
             raise ValueError(f"latency {latency} must not be negative")
@@ -196,10 +199,13 @@ class JitterBuffer:
             raise ValueError(f"clock rate {clock_rate} must be positive")
         if max_packets < 1:
             raise ValueError(f"max_packets {max_packets} must be at least 1")
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes {max_bytes} must be at least 1")
         self.latency = latency
         self.clock_rate = clock_rate
         self.frame_per_packet = frame_per_packet
         self.max_packets = max_packets
+        self.max_bytes = max_bytes
         self.frame_start = frame_start
         self._max_skew = max(1.0, 4 * latency)
         self.frames_out = 0
@@ -227,6 +233,7 @@ class JitterBuffer:
         self._candidate: tuple[RtpPacket, float] | None = None
         self._pending: dict[int, _Pending] = {}
         self._count = 0
+        self._bytes = 0
         self._base: float | None = None
         self._base_ts = 0
         self._epoch += 1
@@ -292,6 +299,11 @@ class JitterBuffer:
         """Number of packets currently held."""
         return self._count
 
+    @property
+    def pending_bytes(self) -> int:
+        """Payload bytes currently held."""
+        return self._bytes
+
     # -- internals -----------------------------------------------------------------------
 
     def _accept(self, packet: RtpPacket, arrival: float) -> None:
@@ -334,7 +346,8 @@ class JitterBuffer:
         if self.frame_start is not None and self.frame_start(packet):
             frame.starts.add(ext_seq)
         self._count += 1
-        while self._count > self.max_packets:
+        self._bytes += len(packet.payload)
+        while self._count > self.max_packets or self._bytes > self.max_bytes:
             oldest = min(self._pending.values(), key=lambda f: f.first)
             self._retire(oldest, release=False)
 
@@ -415,6 +428,7 @@ class JitterBuffer:
         playout = self._due(frame)
         del self._pending[frame.first if self.frame_per_packet else frame.timestamp]
         self._count -= len(frame.packets)
+        self._bytes -= sum(len(payload) for payload in frame.packets.values())
         last = frame.marker if frame.marker is not None else frame.last
         self._prev = _Retired(frame.ext_ts, frame.last, frame.marker, frame.epoch)
         self._done = frame.last if self._done is None else max(self._done, frame.last)

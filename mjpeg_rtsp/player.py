@@ -39,7 +39,7 @@ from .jpeg import frame_size
 from .limits import MAX_DECODE_PIXELS, MAX_FRAME_PIXELS, FrameTooLargeError
 from .ports import bind_rtp_pair
 from .rawjpeg import RawJpegAssembler
-from .rfc2435 import JpegDepacketizer, Rfc2435Error
+from .rfc2435 import JpegDepacketizer, Rfc2435Error, Rfc2435FrameTooLargeError
 from .rtcp import (
     Bye,
     ReceiverReport,
@@ -597,11 +597,16 @@ class Player:
 
     def _rebuild(self, frame: MediaFrame, depacketizer: JpegDepacketizer) -> bytes | None:
         if self.target.dialect is Dialect.TEXTBOOK:
-            dropped = self._raw_assembler.frames_dropped
-            jpeg = self._raw_assembler.push(b"".join(frame.payloads), frame.first_seq)
+            assembler = self._raw_assembler
+            dropped, rejected = assembler.frames_dropped, assembler.frames_rejected
+            jpeg = assembler.push(b"".join(frame.payloads), frame.first_seq)
             if jpeg is not None:
                 return jpeg
-            if self._raw_assembler.frames_dropped == dropped:
+            if assembler.frames_rejected != rejected:
+                with self._lock:
+                    self.counters.frames_rejected += 1
+                return None
+            if assembler.frames_dropped == dropped:
                 return None  # a piece of a frame still being assembled
         else:
             jpeg = None
@@ -609,6 +614,11 @@ class Player:
                 last = len(frame.payloads) - 1
                 for i, payload in enumerate(frame.payloads):
                     jpeg = depacketizer.push(payload, frame.timestamp, i == last)
+            except Rfc2435FrameTooLargeError as exc:
+                log.debug("frame rejected: %s", exc)
+                with self._lock:
+                    self.counters.frames_rejected += 1
+                return None
             except Rfc2435Error as exc:
                 log.debug("bad RFC 2435 payload: %s", exc)
                 jpeg = None

@@ -25,6 +25,7 @@ import struct
 from dataclasses import dataclass
 
 from .jpeg import STANDARD_HUFFMAN_TABLES, JpegInfo
+from .limits import MAX_FRAME_BYTES, MAX_FRAME_PIXELS, FrameTooLargeError
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",
@@ -51,6 +52,10 @@ _RESTART_COUNT_ALL = 0x3FFF  # 3.1.7: F=1, L=1, count=0x3FFF -> "reassemble the 
 
 class Rfc2435Error(ValueError):
     """A malformed or unsupported RFC 2435 payload."""
+
+
+class Rfc2435FrameTooLargeError(Rfc2435Error, FrameTooLargeError):
+    """A well-formed frame over the receiver's limits (pixels or bytes, see limits.py)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,11 +364,23 @@ class JpegDepacketizer:
     ``width``/``height`` come from SDP ``a=x-dimensions``: they are used when the header's
     field is 0 (dimension > 2040), and also when they round up to the header's value, which
     restores sizes that are not multiples of 8.
+
+    A frame of more than ``max_pixels`` is refused at its first fragment, and one whose scan
+    data grows past ``max_bytes`` when the fragment that would cross it arrives
+    (:class:`Rfc2435FrameTooLargeError`); nothing more of it is buffered.
     """
 
-    def __init__(self, width: int | None = None, height: int | None = None) -> None:
+    def __init__(
+        self,
+        width: int | None = None,
+        height: int | None = None,
+        max_pixels: int = MAX_FRAME_PIXELS,
+        max_bytes: int = MAX_FRAME_BYTES,
+    ) -> None:
         self.width = width
         self.height = height
+        self.max_pixels = max_pixels
+        self.max_bytes = max_bytes
         self.frames_dropped = 0
         self._static_tables: dict[int, tuple[bytes, bytes]] = {}
         self._last_done: int | None = None
@@ -412,7 +429,16 @@ class JpegDepacketizer:
             if marker:
                 self._abandon()
             return None
-        self._buf += memoryview(payload)[header.data_offset :]
+        data = memoryview(payload)[header.data_offset :]
+        if len(self._buf) + len(data) > self.max_bytes:
+            self._broken = True
+            self._buf = bytearray()
+            if marker:
+                self._abandon()
+            raise Rfc2435FrameTooLargeError(
+                f"frame data exceeds {self.max_bytes} bytes at offset {header.fragment_offset}"
+            )
+        self._buf += data
         if not marker:
             return None
         frame = self._assemble()
@@ -433,6 +459,10 @@ class JpegDepacketizer:
                 self._dimension(header.width, self.width, "width"),
                 self._dimension(header.height, self.height, "height"),
             )
+            if self._size[0] * self._size[1] > self.max_pixels:
+                raise Rfc2435FrameTooLargeError(
+                    f"{self._size[0]}x{self._size[1]} frame exceeds {self.max_pixels} pixels"
+                )
         elif self._first is not None:
             first = self._first
             if (header.type, header.q, header.width, header.height) != (
