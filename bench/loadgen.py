@@ -48,6 +48,12 @@ import sys
 import threading
 import time
 import urllib.parse
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from mjpeg_rtsp.client import resolve_control  # noqa: E402
+from mjpeg_rtsp.ports import bind_rtp_pair  # noqa: E402
+from mjpeg_rtsp.sdp import parse_sdp  # noqa: E402
 
 SIOCGSTAMPNS = 0x8907
 UDP_GRO = 104
@@ -172,39 +178,11 @@ def set_rcvbuf(sock: socket.socket, size: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
-def bind_pair() -> tuple[socket.socket, socket.socket]:
-    """Two UDP sockets on consecutive ports, the first even."""
-    for _ in range(200):
-        rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        rtp.bind(("127.0.0.1", 0))
-        port = rtp.getsockname()[1]
-        if port % 2 == 0 and port < 65535:
-            rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                rtcp.bind(("127.0.0.1", port + 1))
-                return rtp, rtcp
-            except OSError:
-                rtcp.close()
-        rtp.close()
-    raise OSError("no free even/odd UDP port pair")
-
-
 def control_url(base: str, sdp: str, content_base: str | None) -> str:
-    """The first media section's a=control, resolved against Content-Base (RFC 2326 C.1.1)."""
-    media = sdp.split("\nm=", 1)
-    section = media[1] if len(media) > 1 else sdp
-    match = re.search(r"^a=control:\s*(\S+)", section, re.M)
-    if match is None:
-        return base
-    control = match.group(1)
-    if control == "*":
-        return content_base or base
-    if control.startswith("rtsp://"):
-        return control
-    root = content_base or base
-    if not root.endswith("/"):
-        root += "/"
-    return urllib.parse.urljoin(root, control)
+    """The first media section's a=control, resolved as the player resolves it (RFC 2326 C.1.1)."""
+    media = parse_sdp(sdp).media
+    control = (media[0].attribute("control") if media else None) or ""
+    return resolve_control(content_base or base, control)
 
 
 # --- sessions -------------------------------------------------------------------------------
@@ -245,7 +223,7 @@ def open_session(index: int, url: str, transport: str) -> Session:
         raise ConnectionError(f"DESCRIBE {url}: {status}")
     setup_url = control_url(url, body.decode("latin-1"), fields.get("content-base"))
     if transport == "udp":
-        session.rtp, session.rtcp = bind_pair()
+        session.rtp, session.rtcp = bind_rtp_pair("127.0.0.1")
         for sock in (session.rtp, session.rtcp):
             set_rcvbuf(sock, RCVBUF if sock is session.rtp else 1 << 16)
             sock.setblocking(False)
