@@ -25,14 +25,22 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
+    "MAX_REENCODE_PIXELS",
     "STANDARD_HUFFMAN_TABLES",
     "Component",
     "JpegError",
     "JpegInfo",
+    "JpegTruncatedError",
     "find_frame_end",
     "frame_size",
     "scan_jpeg",
 ]
+
+
+# The largest frame the server decodes to re-encode it (mjpeg_rtsp.transcode): 8K UHD
+# (7680x4320), about 100 MB as RGB. A SOF can claim 65535x65535 (12 GB decoded) in a few
+# bytes; such frames are refused from their header, before anything is decoded.
+MAX_REENCODE_PIXELS = 7680 * 4320
 
 
 class JpegError(ValueError):
@@ -44,6 +52,13 @@ class JpegError(ValueError):
     def __init__(self, message: str, offset: int | None = None) -> None:
         super().__init__(message)
         self.offset = offset
+
+
+class JpegTruncatedError(JpegError):
+    """The input ends before the JPEG does: more bytes might complete it.
+
+    Lets a reader that scans a window of a larger file tell "read further" from "corrupt".
+    """
 
 
 @dataclass(frozen=True)
@@ -143,6 +158,24 @@ _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 # The end of entropy-coded data (T.81 B.1.1.5): 0xFF followed by anything but a stuffed 0x00,
 # a restart marker or another 0xFF (fill byte; the marker is the last 0xFF of the run).
 _SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_FILL = re.compile(rb"\xff+")
+# The search runs piece by piece: one regex call holds the GIL, and scan data dense with
+# stuffed FF00 pairs is searched at only ~70 MB/s, so a piece stays a few milliseconds.
+_SCAN_PIECE = 1 << 18
+
+
+def _find_scan_end(data: bytes | bytearray | memoryview, start: int, n: int) -> int:
+    """Offset of the marker that ends the entropy-coded data beginning at ``start``."""
+    pos = start
+    while pos < n - 1:
+        stop = min(n, pos + _SCAN_PIECE + 1)
+        found = _SCAN_END.search(data, pos, stop)
+        if found is not None:
+            return found.start()
+        pos = stop - 1  # the last byte may start a marker that the next piece completes
+    raise JpegTruncatedError(
+        f"truncated JPEG: scan data starting at offset {start} has no EOI marker", start
+    )
 
 
 @dataclass
@@ -272,14 +305,14 @@ def _walk(
     pos = start + 2
     while True:
         if pos >= n:
-            raise JpegError(f"truncated JPEG: no EOI marker (data ends at offset {n})", n)
+            raise JpegTruncatedError(f"truncated JPEG: no EOI marker (data ends at offset {n})", n)
         if data[pos] != 0xFF:
             raise JpegError(f"expected a marker at offset {pos}, found 0x{data[pos]:02X}", pos)
         # Skip fill bytes (T.81 B.1.1.2): any number of 0xFF may precede a marker code.
-        while pos + 1 < n and data[pos + 1] == 0xFF:
-            pos += 1
+        if pos + 1 < n and data[pos + 1] == 0xFF:
+            pos = _FILL.match(data, pos).end() - 1  # type: ignore[union-attr]
         if pos + 1 >= n:
-            raise JpegError(f"truncated JPEG: marker cut off at offset {pos}", pos)
+            raise JpegTruncatedError(f"truncated JPEG: marker cut off at offset {pos}", pos)
         marker = data[pos + 1]
         if marker == EOI:
             if w.scans == 0:
@@ -293,13 +326,15 @@ def _walk(
             pos += 2
             continue
         if pos + 4 > n:
-            raise JpegError(f"truncated JPEG: segment FF{marker:02X} at offset {pos} cut off", pos)
+            raise JpegTruncatedError(
+                f"truncated JPEG: segment FF{marker:02X} at offset {pos} cut off", pos
+            )
         length = _u16(data, pos + 2)
         if length < 2:
             raise JpegError(f"segment FF{marker:02X} at offset {pos}: bad length {length}", pos)
         seg_end = pos + 2 + length
         if seg_end > n:
-            raise JpegError(
+            raise JpegTruncatedError(
                 f"truncated JPEG: segment FF{marker:02X} at offset {pos} (length {length}) "
                 f"runs past the end of the data ({n} bytes)",
                 pos,
@@ -314,13 +349,7 @@ def _walk(
                 w.scans += 1
             if w.scans == 1:
                 w.scan_start = seg_end
-            found = _SCAN_END.search(data, seg_end)
-            if found is None:
-                raise JpegError(
-                    f"truncated JPEG: scan data starting at offset {seg_end} has no EOI marker",
-                    seg_end,
-                )
-            pos = found.start()
+            pos = _find_scan_end(data, seg_end, n)
             continue
         if parse:
             if marker == DQT:

@@ -19,6 +19,7 @@ raises :class:`MediaError` with a message that says where and why.
 from __future__ import annotations
 
 import enum
+import errno
 import logging
 import os
 import stat
@@ -29,7 +30,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from . import rfc2435
-from .jpeg import JpegError, find_frame_end, scan_jpeg
+from .jpeg import MAX_REENCODE_PIXELS, JpegError, JpegInfo, JpegTruncatedError, scan_jpeg
+from .rtp import RTP_HEADER_SIZE
 from .rtsp import RtspStatus
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,16 @@ MEDIA_EXTENSIONS = (".mjpeg", ".mjpg")
 TEXTBOOK_LENGTH_DIGITS = 5
 _READ_CHUNK = 4 << 20
 DEFAULT_CACHE_BYTES = 64 << 20
+# No frame is larger: RFC 2435 cannot carry more (its fragment offset has 24 bits), and it
+# bounds the window a corrupt frame without EOI makes the indexer read.
+MAX_FRAME_BYTES = 1 << 24
+# The whole JPEG in one UDP datagram (the textbook dialect): 65507 minus the RTP header.
+MAX_DATAGRAM_JPEG = 65507 - RTP_HEADER_SIZE
+# Per-frame flags in the index.
+FLAG_REENCODE = 1  # RFC 2435 cannot carry it as it is: re-encoded for standard clients
+FLAG_UNDELIVERABLE = 2  # and it cannot be re-encoded (too large, or undecodable)
+_PADDING = b"\x00\xff\r\n"  # bytes some writers put between frames
+_ZEROS = bytes(_READ_CHUNK)
 
 
 class MediaError(Exception):
@@ -46,6 +58,10 @@ class MediaError(Exception):
     def __init__(self, message: str, status: RtspStatus = RtspStatus.UNSUPPORTED_MEDIA_TYPE):
         super().__init__(message)
         self.status = status
+
+    def copy(self) -> MediaError:
+        """The same error, fresh, to raise again (a remembered one would grow a traceback)."""
+        return type(self)(str(self), self.status)
 
 
 class MjpegLayout(enum.Enum):
@@ -60,6 +76,7 @@ class FrameIndex:
     lengths: array
     width: int
     height: int
+    flags: bytearray  # FLAG_* per frame
 
     @property
     def frame_count(self) -> int:
@@ -76,7 +93,7 @@ def detect_layout(head: bytes, name: str) -> MjpegLayout:
 
 
 class _ChunkReader:
-    """A growing window over a file, so frames can be scanned without reading it all."""
+    """A window over a file, so frames can be scanned without reading it all."""
 
     def __init__(self, fd: int, size: int) -> None:
         self.fd, self.size = fd, size
@@ -86,22 +103,24 @@ class _ChunkReader:
     def window(self, offset: int, need: int) -> tuple[bytes, int]:
         """Bytes from file ``offset`` (``need`` of them unless at EOF) and its index in them."""
         end = self.base + len(self.buf)
-        if offset < self.base or offset + need > end:
-            want = max(need, _READ_CHUNK)
-            self.buf = os.pread(self.fd, want, offset)
+        if offset < self.base or offset + need > end and end < self.size:
+            self.buf = os.pread(self.fd, max(need, _READ_CHUNK), offset)
             self.base = offset
         return self.buf, offset - self.base
 
-    def at_eof(self) -> bool:
-        return self.base + len(self.buf) >= self.size
-
 
 def build_index(fd: int, size: int, name: str) -> FrameIndex:
-    """Index every frame of an open file; MediaError on anything malformed or truncated."""
+    """Index every frame of an open file; MediaError on anything malformed or truncated.
+
+    Everything runs at C speed over the bytes (segments skipped by their lengths, scan data
+    and padding searched, holes of sparse files not even read), so a 1 GiB file takes well
+    under a second when it is mostly padding.
+    """
     reader = _ChunkReader(fd, size)
     head, _ = reader.window(0, 16)
-    layout = detect_layout(head, name)
+    layout = detect_layout(head[:16], name)
     offsets, lengths = array("q"), array("q")
+    flags = bytearray()
     width = height = 0
     position = 0
     while position < size:
@@ -131,42 +150,95 @@ def build_index(fd: int, size: int, name: str) -> FrameIndex:
             position = start + length
         else:
             start = position
-            info = None
-            need = 1 << 16
-            while info is None:
-                data, at = reader.window(start, need)
-                try:
-                    end = find_frame_end(data, at)
-                    info = _scan(data, at, name, number, start)
-                    length = end - at
-                except (JpegError, MediaError) as exc:
-                    if reader.at_eof() and len(data) - at >= size - start:
-                        raise MediaError(
-                            f"{name}: frame {number} at byte {start} is corrupt or truncated: {exc}"
-                        ) from None
-                    need = min(max(need * 4, len(data) - at + 1), size - start)
-                    reader.base, reader.buf = 0, b""  # force a re-read of a larger window
-            position = start + length
-            # Some writers pad between frames; skip anything up to the next SOI.
-            while position < size:
-                data, at = reader.window(position, 2)
-                if data[at : at + 2] == b"\xff\xd8":
-                    break
-                if data[at : at + 1] not in (b"\x00", b"\xff", b"\r", b"\n"):
-                    raise MediaError(
-                        f"{name}: unexpected bytes after frame {number} at byte {position}"
-                    )
-                position += 1
+            info, length = _scan_raw_frame(reader, start, name, number)
+            position = _skip_padding(reader, start + length, name, number)
         if not offsets:
             width, height = info.width, info.height
         offsets.append(start)
         lengths.append(length)
+        flags.append(_frame_flags(info))
     if not offsets:
         raise MediaError(f"{name}: no frames")
-    return FrameIndex(layout, offsets, lengths, width, height)
+    return FrameIndex(layout, offsets, lengths, width, height, flags)
 
 
-def _scan(data: bytes, at: int, name: str, number: int, offset: int):
+def _frame_flags(info: JpegInfo) -> int:
+    if info.rfc2435_type is not None:
+        return 0
+    if info.width * info.height > MAX_REENCODE_PIXELS:
+        return FLAG_REENCODE | FLAG_UNDELIVERABLE
+    return FLAG_REENCODE
+
+
+def _scan_raw_frame(
+    reader: _ChunkReader, start: int, name: str, number: int
+) -> tuple[JpegInfo, int]:
+    """The JPEG at ``start`` and its length, read in a window that grows to hold it."""
+    limit = min(reader.size - start, MAX_FRAME_BYTES)
+    need = min(1 << 16, limit)
+    while True:
+        data, at = reader.window(start, need)
+        try:
+            info = scan_jpeg(data, at)
+            return info, info.end - at
+        except JpegTruncatedError as exc:
+            if len(data) - at >= limit:
+                why = "truncated" if limit < MAX_FRAME_BYTES else (
+                    f"larger than {MAX_FRAME_BYTES >> 20} MiB or truncated")
+                raise MediaError(
+                    f"{name}: frame {number} at byte {start} is corrupt or {why}: {exc}"
+                ) from None
+            need = min(max(need * 4, len(data) - at + 1), limit)
+        except JpegError as exc:
+            raise MediaError(
+                f"{name}: frame {number} at byte {start} is corrupt or truncated: {exc}"
+            ) from None
+
+
+def _skip_padding(reader: _ChunkReader, position: int, name: str, number: int) -> int:
+    """The offset of the next SOI, skipping padding (zeros, 0xFF, CR, LF) some writers add.
+
+    The padding is searched a chunk at a time with C-speed bytes methods, and holes of a
+    sparse file (zeros that take no disk space) are skipped without reading them.
+    """
+    size = reader.size
+    step = 1 << 12
+    while position < size:
+        data, at = reader.window(position, 2)
+        if data[at : at + 2] == b"\xff\xd8":
+            return position
+        n = min(step, size - position)
+        data, at = reader.window(position, n)
+        chunk = data[at : at + n]
+        rest = b"" if chunk == _ZEROS[:n] else chunk.translate(None, _PADDING)
+        if not rest:
+            position += n
+            step = min(step * 4, _READ_CHUNK)
+            if step == _READ_CHUNK:
+                position = _next_data(reader.fd, position, size)
+            continue
+        position += chunk.find(rest[:1])  # the first byte that is not padding
+        if position > 0:
+            data, at = reader.window(position - 1, 2)
+            if data[at : at + 2] == b"\xff\xd8":
+                return position - 1
+        raise MediaError(f"{name}: unexpected bytes after frame {number} at byte {position}")
+    return size
+
+
+def _next_data(fd: int, position: int, size: int) -> int:
+    """``position``, or past the hole of a sparse file that starts there (it reads as zeros)."""
+    seek_data = getattr(os, "SEEK_DATA", None)
+    if seek_data is None:
+        return position
+    try:
+        return max(position, min(os.lseek(fd, position, seek_data), size))
+    except OSError as exc:
+        # ENXIO: only a hole from here to the end; anything else: no hole information.
+        return size if exc.errno == errno.ENXIO else position
+
+
+def _scan(data: bytes, at: int, name: str, number: int, offset: int) -> JpegInfo:
     try:
         return scan_jpeg(data, at)
     except JpegError as exc:
@@ -268,6 +340,15 @@ class MjpegFile:
             pass
 
 
+class _Indexing:
+    """One indexing in progress, for requests that arrive while it runs."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.media: MjpegFile | None = None
+        self.error: MediaError | None = None
+
+
 class MediaLibrary:
     """Maps request paths to files inside one media folder, and shares their indexes."""
 
@@ -275,7 +356,9 @@ class MediaLibrary:
         self.root = os.path.realpath(root)
         self._cache_bytes = cache_bytes
         self._files: dict[str, MjpegFile] = {}
-        self._lock = threading.Lock()
+        self._failed: dict[str, tuple[tuple[int, int, int], MediaError]] = {}
+        self._indexing: dict[str, _Indexing] = {}
+        self._lock = threading.Lock()  # guards the three maps, never held while indexing
 
     def resolve_path(self, request_path: str) -> tuple[str, str]:
         """(real path, name under the root) of a URL path; MediaError 404 outside the root."""
@@ -298,28 +381,66 @@ class MediaLibrary:
         return real, name
 
     def open(self, request_path: str) -> MjpegFile:
-        """The shared, indexed file for a request path (MediaError 404/415 when it cannot be)."""
+        """The shared, indexed file for a request path (MediaError 404/415 when it cannot be).
+
+        Indexing runs outside the library's lock: requests for other files go on meanwhile,
+        and concurrent requests for the same file wait for that one indexing and share its
+        result (or its error, which is also remembered until the file changes).
+        """
         real, name = self.resolve_path(request_path)
+        try:
+            st = os.stat(real)
+        except OSError:
+            raise MediaError(f"{name}: not found", RtspStatus.NOT_FOUND) from None
+        signature = (st.st_ino, st.st_size, st.st_mtime_ns)
         with self._lock:
             media = self._files.get(real)
-            try:
-                st = os.stat(real)
-            except OSError:
-                raise MediaError(f"{name}: not found", RtspStatus.NOT_FOUND) from None
-            if media is not None and media.signature == (st.st_ino, st.st_size, st.st_mtime_ns):
+            if media is not None and media.signature == signature:
                 return media
-            try:
-                media = MjpegFile(real, name, self._cache_bytes)
-            except OSError as exc:
-                raise MediaError(
-                    f"{name}: cannot read: {exc.strerror}", RtspStatus.NOT_FOUND
-                ) from None
-            log.info(
-                "indexed %s: %d frames, %dx%d (%s layout)",
-                name, media.frame_count, media.width, media.height, media.index.layout.value,
-            )
-            self._files[real] = media
-            return media
+            failed = self._failed.get(real)
+            if failed is not None and failed[0] == signature:
+                raise failed[1].copy()
+            pending = self._indexing.get(real)
+            owner = pending is None
+            if owner:
+                pending = self._indexing[real] = _Indexing()
+        if not owner:
+            pending.done.wait()
+            if pending.media is None:
+                raise pending.error.copy()  # type: ignore[union-attr]
+            return pending.media
+        media = None
+        try:
+            media = self._index(real, name)
+        except MediaError as exc:
+            pending.error = exc
+            raise
+        finally:
+            with self._lock:
+                del self._indexing[real]
+                if media is not None:
+                    self._files[real] = media
+                    self._failed.pop(real, None)
+                elif pending.error is not None:
+                    self._failed[real] = (signature, pending.error)
+                else:  # an unexpected error: the owner reports it, waiters answer 500
+                    pending.error = MediaError(
+                        f"{name}: cannot be indexed", RtspStatus.INTERNAL_SERVER_ERROR
+                    )
+            pending.media = media
+            pending.done.set()
+        return media
+
+    def _index(self, real: str, name: str) -> MjpegFile:
+        try:
+            media = MjpegFile(real, name, self._cache_bytes)
+        except OSError as exc:
+            raise MediaError(f"{name}: cannot read: {exc.strerror}", RtspStatus.NOT_FOUND) from None
+        log.info(
+            "indexed %s: %d frames, %dx%d (%s layout)",
+            name, media.frame_count, media.width, media.height, media.index.layout.value,
+        )
+        return media
 
     def list_media(self, limit: int = 50) -> list[str]:
         """Names of the media files directly in the root, for the start-up banner."""
