@@ -23,7 +23,7 @@ import struct
 
 from PIL import Image
 
-from .jpeg import JpegError, scan_jpeg
+from .jpeg import MAX_REENCODE_PIXELS, JpegError, scan_jpeg
 
 __all__ = ["make_rfc2435_compatible"]
 
@@ -55,7 +55,15 @@ def _source_tables(img: Image.Image) -> list[list[int]] | None:
     return [_clamped(luma), _clamped(chroma)]
 
 
-def make_rfc2435_compatible(jpeg: bytes) -> bytes:
+def _check_size(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise JpegError(
+            f"frame of {width}x{height} pixels is too large to re-encode "
+            f"(the limit is {max_pixels} pixels)"
+        )
+
+
+def make_rfc2435_compatible(jpeg: bytes, max_pixels: int = MAX_REENCODE_PIXELS) -> bytes:
     """Re-encode a frame as baseline 3-component 4:2:0 JPEG with standard Huffman tables.
 
     The result can be sent as RFC 2435 type 1 (section 3.1.3): SOF0, 8-bit samples, Y 2x2,
@@ -64,10 +72,18 @@ def make_rfc2435_compatible(jpeg: bytes) -> bytes:
     1..255); without any (non-JPEG input) Pillow's quality 75 tables are used. Restart
     intervals are dropped.
 
-    Raises :class:`JpegError` if Pillow cannot decode the input.
+    Raises :class:`JpegError` if Pillow cannot decode the input, or if it has more than
+    ``max_pixels`` pixels (checked from the header, before decoding).
     """
+    if jpeg[:2] == b"\xff\xd8":
+        try:
+            header = scan_jpeg(jpeg)
+        except JpegError as exc:
+            raise JpegError(f"cannot decode frame for re-encoding: {exc}") from exc
+        _check_size(header.width, header.height, max_pixels)
     try:
         with Image.open(io.BytesIO(jpeg)) as img:
+            _check_size(*img.size, max_pixels)  # for input that is not a JPEG
             img.load()
             tables = _source_tables(img)
             rgb = img.convert("RGB")
