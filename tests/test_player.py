@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import textbook_frames
+from conftest import stop_process, textbook_frames, wait_for
 from peers.player_cli import (
     ROOT,
     finished,
@@ -259,8 +259,7 @@ def gst_server():
         assert match, f"the GStreamer server did not start: {line!r}"
         yield int(match.group(1))
     finally:
-        process.kill()
-        process.wait(5)
+        stop_process(process)
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
@@ -350,10 +349,9 @@ def test_server_killed_mid_stream(media_root, transport):
         took = time.monotonic() - killed
     finally:
         server.kill()
-        server.wait(5)
-        if player is not None and player.poll() is None:
-            player.kill()
-            player.wait(5)
+        stop_process(server)
+        if player is not None:
+            stop_process(player)
     assert player.returncode == 1, (stdout, stderr)
     assert took < 5
     assert stderr.strip() == "error: the server closed the connection"
@@ -363,15 +361,16 @@ def test_server_killed_mid_stream(media_root, transport):
 # --- garbage and foreign packets ---------------------------------------------------------
 
 
-def wait_for_playing(server, timeout: float = 10.0):
-    """The server's one session once it is playing and has sent something."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_for_playing(server, timeout: float = 10.0, frames: int = 1):
+    """The server's one session once it is playing and has sent a frame (or ``frames``)."""
+    def playing():
         sessions = server.registry.all()
-        if sessions and sessions[0].state is SessionState.PLAYING and sessions[0].packets_sent:
-            return sessions[0]
-        time.sleep(0.01)
-    raise AssertionError("no session started playing")
+        return (sessions and sessions[0].state is SessionState.PLAYING
+                and sessions[0].frames_sent >= frames and sessions[0])
+
+    session = wait_for(playing, timeout, 0.01)
+    assert session, "no session started playing"
+    return session
 
 
 def intruder_packets(ssrc_to_avoid: int | None, seed: int = 7) -> list[bytes]:
@@ -408,10 +407,12 @@ def play_in_background(*args: str) -> subprocess.Popen:
 def finish(process: subprocess.Popen, timeout: float = 20):
     try:
         stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()  # what it said, and its pipes closed
+        raise AssertionError(f"the player still ran after {timeout} s:\n{stderr}") from None
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(5)
+        stop_process(process)
     return finished(process.returncode, stdout, stderr)
 
 
@@ -436,8 +437,10 @@ def play_textbook_with_intruders(server_factory, frames_dir: Path, intruders):
     process = play_in_background("127.0.0.1", str(server.port), str(rtp_port), "short.Mjpeg",
                                  "--save-frames", str(frames_dir))
     try:
-        session = wait_for_playing(server)
-        time.sleep(0.1)
+        # The textbook player latches on the SSRC of the first packet it reads. The server's
+        # first frame was queued on the player's socket (bound before SETUP) before the
+        # second was sent, so before any intruder: the player reads it first.
+        session = wait_for_playing(server, frames=2)
         send_intruders(rtp_port, intruders(session))
     finally:
         run = finish(process)

@@ -15,6 +15,7 @@ from conftest import (
     RtspTestClient,
     arrivals_after_drain,
     no_leaks,
+    stop_process,
     udp_pair,
     wait_for,
 )
@@ -31,6 +32,7 @@ from mjpeg_rtsp.rtcp import (
     parse_compound,
 )
 from mjpeg_rtsp.rtp import RtpPacket
+from mjpeg_rtsp.session import SessionState
 
 
 def setup_udp(client: RtspTestClient, name: str, rtp: socket.socket) -> str:
@@ -86,8 +88,9 @@ def test_standard_flow_over_udp(server, rtsp_client):
         assert isinstance(report[0], SenderReport) and report[0].ssrc == first.ssrc
         assert isinstance(report[1], SourceDescription)
 
+        # The server sends a frame under the session's lock, which PAUSE takes before it is
+        # answered: every packet sent before the pause is queued here already.
         assert client.request("PAUSE", "movie.Mjpeg/", Session=session).status == 200
-        time.sleep(0.2)
         assert arrivals_after_drain(rtp, 0.4) == 0  # nothing while paused
         assert client.request("TEARDOWN", "movie.Mjpeg/", Session=session).status == 200
         rtcp.settimeout(2)
@@ -157,13 +160,14 @@ def test_session_ends_when_its_connection_closes(server, rtsp_client):
     client = rtsp_client(server.port)
     rtp, rtcp = udp_pair()
     with rtp, rtcp:
-        play_udp(client, "movie.Mjpeg", rtp)
+        playing = server.registry.get(play_udp(client, "movie.Mjpeg", rtp))
         rtp.settimeout(2)
         rtp.recv(65536)
         client.close()
-        wait_for(lambda: len(server.registry) == 0, 5)
-        assert len(server.registry) == 0
-        time.sleep(0.1)
+        # Ended: out of the registry, then (under its lock, so after any frame being sent)
+        # back to INIT.
+        wait_for(lambda: len(server.registry) == 0 and playing.state is SessionState.INIT, 5)
+        assert len(server.registry) == 0 and playing.state is SessionState.INIT
         assert arrivals_after_drain(rtp, 0.3) == 0
 
 
@@ -235,8 +239,7 @@ def test_cli_prints_urls_and_stops_cleanly_on_ctrl_c(media_root):
             f"session {session} ended (connection closed)" in stderr
         client.close()
     finally:
-        process.kill()
-        process.wait()
+        stop_process(process)
 
 
 def test_cli_port_in_use_is_one_line_and_exit_1():
@@ -279,12 +282,8 @@ def test_a_stalled_interleaved_reader_delays_nobody(server_factory):
     )
     try:
         # Its socket buffers fill up (50 KB frames at 100 fps) and it never reads again.
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            slow = server.registry.get(session)
-            if slow.packets_dropped:
-                break
-            time.sleep(0.05)
+        slow = server.registry.get(session)
+        wait_for(lambda: slow.packets_dropped, 10)
         healthy = RtspTestClient(server.port)
         rtp, rtcp = udp_pair()
         with rtp, rtcp:
