@@ -17,7 +17,7 @@ port=${PORT:-8554}
 .venv/bin/python Server.py "$port" --host 127.0.0.1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
-for _ in $(seq 50); do
+for _ in {1..50}; do
   (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
   kill -0 $server 2>/dev/null || exit 1
   sleep 0.1
