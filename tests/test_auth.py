@@ -24,6 +24,7 @@ from conftest import (
     need_tool,
     require_tools,
     run_peer,
+    stop_process,
     udp_pair,
     wait_for,
 )
@@ -421,8 +422,7 @@ def test_server_banner_says_authentication_is_on(media_root, tmp_path):
     try:
         first, second = proc.stdout.readline(), proc.stdout.readline()
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_process(proc)
     assert first.startswith("RTSP server listening on port"), first
     assert second.startswith("authentication on: Digest"), second
     assert "textbook clients cannot log in" in second and "topsecretpw" not in first + second

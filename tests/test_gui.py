@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import stop_process, wait_for
 from make_sample import BASE_SIZE, counter_box, read_frame_number, render_frame
 from PIL import Image, ImageChops, ImageStat
 
@@ -459,7 +459,7 @@ def test_server_killed_mid_stream_is_reported(media_root, launch):
         assert "the server closed the connection" in player.output()
     finally:
         server.kill()
-        server.wait()
+        stop_process(server)
 
 
 def test_a_silent_server_times_out_without_hanging_the_window(launch):
