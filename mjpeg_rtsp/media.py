@@ -64,6 +64,13 @@ class MediaError(Exception):
         return type(self)(str(self), self.status)
 
 
+class MediaChangedError(MediaError):
+    """The file was truncated or rewritten after it was indexed."""
+
+    def __init__(self, message: str, status: RtspStatus = RtspStatus.NOT_FOUND):
+        super().__init__(message, status)
+
+
 class MjpegLayout(enum.Enum):
     TEXTBOOK = "textbook"  # 5-digit length prefix per frame
     RAW = "raw"  # concatenated JPEG files
@@ -266,6 +273,7 @@ class MjpegFile:
         self._cache_bytes = 0
         self._cache_limit = cache_bytes
         self.reencoded_frames = 0
+        self.changed = False  # the file no longer holds what was indexed
 
     @property
     def frame_count(self) -> int:
@@ -280,20 +288,81 @@ class MjpegFile:
         return self.index.height
 
     def frame(self, number: int) -> bytes:
-        """The JPEG of frame ``number`` (0-based) as stored."""
+        """The JPEG of frame ``number`` (0-based) as stored.
+
+        MediaChangedError if the file no longer holds what was indexed (truncated or
+        rewritten while being served): every later call on this object fails the same way.
+        """
         if not 0 <= number < self.frame_count:
             raise IndexError(f"frame {number} out of range 0..{self.frame_count - 1}")
-        return os.pread(self._fd, self.index.lengths[number], self.index.offsets[number])
+        if self.changed:
+            raise MediaChangedError(f"{self.name} changed on disk while being served")
+        length = self.index.lengths[number]
+        data = os.pread(self._fd, length, self.index.offsets[number])
+        st = os.fstat(self._fd)
+        if (
+            len(data) != length
+            or data[:2] != b"\xff\xd8"
+            or data[-2:] != b"\xff\xd9"
+            or (st.st_ino, st.st_size, st.st_mtime_ns) != self.signature
+        ):
+            self.changed = True
+            raise MediaChangedError(
+                f"{self.name} changed on disk while being served (frame {number} is no longer "
+                f"what was indexed)"
+            )
+        return data
+
+    def check_unchanged(self) -> None:
+        """MediaChangedError (404) if the file was rewritten or truncated since indexing."""
+        if not self.changed:
+            st = os.fstat(self._fd)
+            self.changed = (st.st_ino, st.st_size, st.st_mtime_ns) != self.signature
+        if self.changed:
+            raise MediaChangedError(
+                f"{self.name} changed on disk since it was set up; SETUP it again"
+            )
 
     def rtp_payloads(self, number: int, max_payload: int) -> tuple[bytes, ...]:
-        """RFC 2435 payloads of frame ``number``, re-encoding frames RFC 2435 cannot carry."""
+        """RFC 2435 payloads of frame ``number``, re-encoding frames RFC 2435 cannot carry.
+
+        Empty for a frame that cannot be sent (too large or impossible to re-encode).
+        """
         return self._cached(("rfc2435", number, max_payload), self._make_payloads)
 
     def raw_payload(self, number: int) -> tuple[bytes, ...]:
-        """The whole JPEG in one payload (the textbook dialect)."""
+        """The whole JPEG in one payload (the textbook dialect); empty when it is too large
+        for one datagram."""
+        if self.index.lengths[number] > MAX_DATAGRAM_JPEG:
+            return ()
         return self._cached(("raw", number), lambda key: (self.frame(key[1]),))
 
+    def deliverable_frames(self, raw: bool) -> int:
+        """How many frames can be sent whole as raw JPEGs in datagrams (``raw``), or as RFC
+        2435 (as far as the index knows: a re-encoding may still fail when it is tried)."""
+        if raw:
+            return sum(1 for n in self.index.lengths if n <= MAX_DATAGRAM_JPEG)
+        return self.frame_count - self.index.flags.count(FLAG_REENCODE | FLAG_UNDELIVERABLE)
+
+    def check_deliverable(self, raw: bool) -> None:
+        """MediaError (415) when no frame of the file can be sent in that payload format."""
+        if self.deliverable_frames(raw):
+            return
+        if raw:
+            raise MediaError(
+                f"{self.name}: every frame is larger than one datagram (the smallest is "
+                f"{min(self.index.lengths)} bytes, the limit {MAX_DATAGRAM_JPEG}); the textbook "
+                "client cannot receive it, a standard RTSP client can"
+            )
+        raise MediaError(
+            f"{self.name}: no frame can be sent as RFC 2435: they are {self.width}x"
+            f"{self.height} and would need re-encoding, which is limited to "
+            f"{MAX_REENCODE_PIXELS} pixels"
+        )
+
     def _cached(self, key: tuple, make) -> tuple[bytes, ...]:
+        if self.changed:
+            raise MediaChangedError(f"{self.name} changed on disk while being served")
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
@@ -312,8 +381,14 @@ class MjpegFile:
 
     def _make_payloads(self, key: tuple) -> tuple[bytes, ...]:
         _, number, max_payload = key
+        if self.index.flags[number] & FLAG_UNDELIVERABLE:
+            return self._undeliverable(number, "too large to re-encode for RFC 2435")
         jpeg = self.frame(number)
-        info = scan_jpeg(jpeg)
+        try:
+            info = scan_jpeg(jpeg)
+        except JpegError:  # the index vouched for it: the file changed in place
+            self.changed = True
+            raise MediaChangedError(f"{self.name} changed on disk while being served") from None
         if info.rfc2435_type is None:
             from .transcode import make_rfc2435_compatible  # Pillow only where needed
 
@@ -323,10 +398,22 @@ class MjpegFile:
                     "to baseline 4:2:0 with their own quantization tables (cached)",
                     self.name, number, info.incompatibility,
                 )
-            jpeg = make_rfc2435_compatible(jpeg)
+            try:
+                jpeg = make_rfc2435_compatible(jpeg)
+            except JpegError as exc:
+                return self._undeliverable(number, str(exc))
             info = scan_jpeg(jpeg)
             self.reencoded_frames += 1
-        return tuple(rfc2435.packetize(jpeg, info, max_payload))
+        try:
+            return tuple(rfc2435.packetize(jpeg, info, max_payload))
+        except ValueError as exc:  # e.g. scan data beyond the 24-bit fragment offset
+            return self._undeliverable(number, str(exc))
+
+    def _undeliverable(self, number: int, reason: str) -> tuple[bytes, ...]:
+        self.index.flags[number] |= FLAG_UNDELIVERABLE
+        log.warning("%s: frame %d cannot be sent to standard clients and is skipped: %s",
+                    self.name, number, reason)
+        return ()
 
     def close(self) -> None:
         if self._fd >= 0:

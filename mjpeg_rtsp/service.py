@@ -245,6 +245,7 @@ class RtspService:
         choice, spec = self._choose_transport(transport_header, conn, taken)
         media = self.library.open(path)
         textbook = request.dialect is Dialect.TEXTBOOK
+        media.check_deliverable(raw=textbook)  # 415 when no frame could reach this client
         control_url = path if textbook else base_url + "/" + CONTROL_SUFFIX
         if existing is not None:
             if existing.media is not media:
@@ -284,6 +285,7 @@ class RtspService:
 
     def _play(self, request: Request, conn: Connection, headers: Headers) -> Reply:
         session = self._required_session(request, "PLAY")
+        session.media.check_unchanged()  # type: ignore[attr-defined]
         with session.lock:
             start: float | None = None
             end: float | None = None

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .media import MediaError
 from .ports import bind_rtp_pair
 from .rtcp import (
     Bye,
@@ -48,7 +49,6 @@ log = logging.getLogger(__name__)
 
 SENDER_REPORT_INTERVAL = 5.0
 CNAME = "mjpeg-rtsp@" + socket.gethostname()
-MAX_UDP_PAYLOAD = 65507
 
 
 # Linux UDP generic segmentation offload (linux/udp.h): one sendmsg carries up to 64 equal
@@ -275,6 +275,7 @@ class _Pace:
     start: float
     first_frame: int
     last_report: float = float("-inf")
+    skipped: int = 0  # frames this session could not receive
 
 
 class PacingScheduler:
@@ -294,6 +295,7 @@ class PacingScheduler:
         self._running = False
         self._thread: threading.Thread | None = None
         self.late_frames = 0
+        self.skipped_frames = 0
 
     def start(self) -> None:
         self._running = True
@@ -363,12 +365,9 @@ class PacingScheduler:
             if frame >= stop:
                 # One frame interval after the last frame, so players that treat BYE as
                 # end of stream have read that frame by then.
-                if session.uses_rtcp:
-                    timestamp = session.rtp_timestamp(frame)
-                    sink.send_rtcp(rtcp_bye(session, self.wallclock(), timestamp, "end of stream"))
-                session.state = SessionState.READY
-                session.generation += 1
-                log.info("session %s: end of stream after frame %d", session.id, stop - 1)
+                self._end_stream(pace, frame, "end of stream")
+                log.info("session %s: end of stream after frame %d%s", session.id, stop - 1,
+                         f" ({pace.skipped} frames skipped)" if pace.skipped else "")
                 return None
             timestamp = session.rtp_timestamp(frame)
             now = self.clock()
@@ -379,7 +378,22 @@ class PacingScheduler:
                 now_rtp = (timestamp + round((now - deadline) * 90000)) & 0xFFFFFFFF
                 sink.send_rtcp(rtcp_sender_report(session, self.wallclock(), now_rtp))
                 pace.last_report = now
-            payloads = self._payloads(session, frame)
+            try:
+                payloads = self._payloads(session, frame)
+            except MediaError as exc:  # the file changed under us: end the stream cleanly
+                self._end_stream(pace, frame, "media file changed")
+                log.warning("session %s: stream ended: %s", session.id, exc)
+                return None
+            session.position = frame + 1
+            next_due = pace.start + (session.position - pace.first_frame) / session.fps
+            if not payloads:  # a frame this session cannot receive
+                if not pace.skipped and session.payload_format is PayloadFormat.RAW_JPEG:
+                    log.warning("session %s: frame %d is larger than one datagram: skipped, "
+                                "as are any others (the textbook client takes a whole JPEG "
+                                "per datagram)", session.id, frame)
+                pace.skipped += 1
+                self.skipped_frames += 1
+                return next_due
             seq = session.next_seq
             last = len(payloads) - 1
             headers = [
@@ -392,16 +406,22 @@ class PacingScheduler:
             session.packets_dropped += dropped
             session.octets_sent += sum(len(p) for p in payloads)
             session.frames_sent += 1
-            session.position = frame + 1
-            return pace.start + (session.position - pace.first_frame) / session.fps
+            return next_due
+
+    def _end_stream(self, pace: _Pace, frame: int, reason: str) -> None:
+        """Back to READY; standard clients get an RTCP BYE (called with the session's lock)."""
+        session = pace.session
+        if session.uses_rtcp and session.sink is not None:
+            timestamp = session.rtp_timestamp(frame)
+            session.sink.send_rtcp(rtcp_bye(session, self.wallclock(), timestamp, reason))
+        session.state = SessionState.READY
+        session.generation += 1
 
     def _payloads(self, session: Session, frame: int) -> tuple[bytes, ...]:
+        """The frame's payloads, empty when it cannot be sent in the session's format."""
         media = session.media
         if session.payload_format is PayloadFormat.RAW_JPEG:
-            payloads = media.raw_payload(frame)  # type: ignore[attr-defined]
-            if len(payloads[0]) > MAX_UDP_PAYLOAD - 12:
-                raise ValueError(f"frame {frame} is too large for one datagram")
-            return payloads
+            return media.raw_payload(frame)  # type: ignore[attr-defined]
         return media.rtp_payloads(frame, self.max_payload)  # type: ignore[attr-defined]
 
     def _finish(self, session: Session, generation: int) -> None:
