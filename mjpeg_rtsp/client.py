@@ -114,9 +114,44 @@ class ClientReply:
     retry: bytes | None = None  # the request again, with credentials
     play_range: tuple[float | None, float | None] | None = None
     rtp_info: dict[str, str] = field(default_factory=dict)
+    # RTP-Info of PLAY (RFC 2326 12.33) as numbers, None when absent or out of range
+    rtp_seq: int | None = None
+    rtp_time: int | None = None
 
 
 _ABSOLUTE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+#: The longest duration taken from an SDP ``a=range`` (about 31 years): beyond that the
+#: value is not a file's length, and the stream is treated as having none (no seek bar).
+MAX_DURATION = 1e9
+MAX_FRAMERATE = 1000.0
+
+
+def _bounded_int(text: str | None, maximum: int) -> int | None:
+    """ASCII digits (``str.isdigit`` also takes "²") of a value in 0..maximum, else None."""
+    if text is None or not re.fullmatch(r"[0-9]{1,20}", text):
+        return None
+    value = int(text)
+    return value if value <= maximum else None
+
+
+def parse_session_timeout(value: str) -> float | None:
+    """The ``;timeout=`` of a Session header in seconds (RFC 2326 12.37), None when absent or
+    not a positive number of seconds (``0``, ``-5``, ``1e308``, thousands of digits)."""
+    match = re.search(r";\s*timeout\s*=\s*([^;\s]*)", value)
+    if match is None or not re.fullmatch(r"[0-9]{1,9}(\.[0-9]{0,6})?", match.group(1)):
+        return None
+    seconds = float(match.group(1))
+    return seconds if seconds > 0 else None
+
+
+def parse_framerate(value: str | None) -> float | None:
+    """An SDP ``a=framerate`` (RFC 4566 6): a rate above 0 and up to 1000, else None."""
+    if not value or not re.fullmatch(r"\s*[0-9]{1,4}(\.[0-9]{0,6})?\s*", value):
+        return None
+    rate = float(value)
+    return rate if 0 < rate <= MAX_FRAMERATE else None
 
 
 def resolve_control(base: str, control: str) -> str:
@@ -287,22 +322,21 @@ class RtspClient:
             payload_type=pt,
             clock_rate=rate,
         )
+        # Every value below is the server's word: out of range means "not given".
         range_value = media.attribute("range") or sdp.attribute("range")
         if range_value:
             try:
                 start, end = parse_npt_range(range_value)
-                if end is not None:
+                if end is not None and 0 < end - (start or 0.0) <= MAX_DURATION:
                     info.duration = end - (start or 0.0)
             except RangeError:
                 pass
         dims = media.attribute("x-dimensions")
-        if dims and re.fullmatch(r"\s*\d{1,9}\s*,\s*\d{1,9}\s*", dims):
+        if dims and re.fullmatch(r"\s*[0-9]{1,9}\s*,\s*[0-9]{1,9}\s*", dims):
+            # Sizes a SOF cannot hold, or over the pixel limit, are refused per frame by the
+            # depacketizer, which counts them.
             info.width, info.height = (int(v) for v in dims.split(","))
-        rate_value = media.attribute("framerate") or sdp.attribute("framerate")
-        try:
-            info.fps = float(rate_value) if rate_value else None
-        except ValueError:
-            info.fps = None
+        info.fps = parse_framerate(media.attribute("framerate") or sdp.attribute("framerate"))
         self.media = info
 
     def _on_setup(self, response: Response, reply: ClientReply) -> None:
@@ -310,20 +344,25 @@ class RtspClient:
         if not session:
             raise ClientError("SETUP reply without a Session header")
         self.session_id = parse_session_header(session)
-        match = re.search(r";\s*timeout\s*=\s*(\d+)", session)
-        # int() refuses more than 4300 digits; nine are plenty for seconds.
-        if match and len(match.group(1)) <= 9 and int(match.group(1)) > 0:
-            self.session_timeout = float(match.group(1))
+        timeout = parse_session_timeout(session)
+        if timeout is not None:
+            self.session_timeout = timeout
         transport = response.headers.get("Transport") or ""
         for spec in parse_transport(transport)[:1]:
             try:
                 if spec.param("server_port"):
-                    self.server_ports = parse_port_range(spec.param("server_port"))
+                    low, high = parse_port_range(spec.param("server_port"))
+                    # Receiver reports go to high, or low + 1: without a usable port, none.
+                    if 0 < low < 0xFFFF and high != 0:
+                        self.server_ports = (low, high)
                 if spec.param("interleaved"):
                     low, high = parse_port_range(spec.param("interleaved"))
-                    self.interleaved = (low, high if high is not None else low + 1)
+                    high = high if high is not None else low + 1
+                    if not (low <= 255 and high <= 255):  # one byte on the wire (10.12)
+                        raise ValueError("interleaved")
+                    self.interleaved = (low, high)
             except ValueError:
-                raise ClientError(f"bad Transport in SETUP reply: {transport!r}") from None
+                raise ClientError(f"bad Transport in SETUP reply: {transport[:200]!r}") from None
             ssrc = spec.param("ssrc")
             if ssrc and re.fullmatch(r"[0-9A-Fa-f]{1,8}", ssrc):
                 self.ssrc = int(ssrc, 16)
@@ -344,6 +383,8 @@ class RtspClient:
                 key, sep, value = part.strip().partition("=")
                 if sep:
                     reply.rtp_info[key.strip().lower()] = value.strip()
+            reply.rtp_seq = _bounded_int(reply.rtp_info.get("seq"), 0xFFFF)
+            reply.rtp_time = _bounded_int(reply.rtp_info.get("rtptime"), 0xFFFFFFFF)
 
     def _on_pause(self, response: Response, reply: ClientReply) -> None:
         self.state = PlayerState.READY

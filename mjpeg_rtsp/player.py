@@ -269,8 +269,21 @@ class Player:
             self.failed = message
             log.info("player error: %s", message)
             self.events.put(PlayerEvent("error", message))
+            self._abort_session()
         self._steps.clear()
         self._awaiting = None
+
+    def _abort_session(self) -> None:
+        """After a failure, end the session the server holds for us: TEARDOWN, no waiting
+        for its answer (the connection may be gone; then there is nothing to end)."""
+        if self.client.session_id is None or self._sock is None:
+            return
+        if self._current_step is not None and self._current_step[0] == "teardown":
+            return  # that is what failed
+        try:
+            self._sock.sendall(self.client.teardown())
+        except OSError:
+            pass
 
     def _control_loop(self) -> None:
         try:
@@ -303,6 +316,12 @@ class Player:
                 self.ended.set()
         except ClientError as exc:
             self._fail(str(exc))
+            self.ended.set()
+        except Exception as exc:  # noqa: BLE001
+            # The parsers answer every value with ClientError; should one still slip through,
+            # the user gets an error and the server its TEARDOWN, not a silent hang.
+            log.debug("control thread failed", exc_info=True)
+            self._fail(f"cannot handle the server's messages ({type(exc).__name__}: {exc})")
             self.ended.set()
 
     def _take_commands(self) -> None:
@@ -413,11 +432,10 @@ class Player:
                 self._next_keepalive = now + self.client.session_timeout / 2
         elif reply.method == "PLAY":
             start = reply.play_range[0] if reply.play_range else None
-            rtptime = reply.rtp_info.get("rtptime")
             with self._lock:
                 self._last_packet = now
-                if rtptime is not None and rtptime.isdigit():
-                    self._play_origin = (start or 0.0, int(rtptime))
+                if reply.rtp_time is not None:
+                    self._play_origin = (start or 0.0, reply.rtp_time)
                 else:
                     self._play_origin = None
             if self.target.dialect is Dialect.STANDARD:
@@ -587,7 +605,13 @@ class Player:
                 depacketizer = self._depacketizer
                 origin = self._play_origin
             for frame in frames:
-                jpeg = self._rebuild(frame, depacketizer)
+                try:
+                    jpeg = self._rebuild(frame, depacketizer)
+                except Exception:  # noqa: BLE001 -- one frame must never stop playout
+                    log.debug("frame cannot be rebuilt", exc_info=True)
+                    with self._lock:
+                        self.counters.frames_corrupt += 1
+                    continue
                 if jpeg is None:
                     continue
                 position = None
