@@ -92,11 +92,15 @@ def run_headless(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     started = time.monotonic()
+    state_at_end = None  # the state when --duration ran out (None: the stream ended first)
     try:
         player.setup()
         player.play(args.seek)
         deadline = started + args.duration if args.duration else float("inf")
-        while time.monotonic() < deadline and player.failed is None:
+        while player.failed is None:
+            if time.monotonic() >= deadline:
+                state_at_end = player.state
+                break
             if player.ended.wait(0.05) and player.state is not PlayerState.INIT:
                 break
             if player.ended.is_set():
@@ -105,15 +109,45 @@ def run_headless(args) -> int:
         pass
     finally:
         player.close()
-    if player.failed is not None:
-        print(f"error: {player.failed}", file=sys.stderr)
-        return 1
     summary = player.stats(whole_run=True)
-    summary["elapsed"] = round(time.monotonic() - started, 3)
+    error = player.failed or duration_error(args.duration, state_at_end, summary["frames"])
+    if error is not None:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    summary["elapsed"] = time.monotonic() - started
     summary["url"] = args.target.url
     summary["transport"] = args.transport
-    print(json.dumps(summary, sort_keys=True))
+    print(json.dumps(rounded_summary(summary), sort_keys=True))
     return 0
+
+
+def duration_error(duration: float | None, state: PlayerState | None, frames: int) -> str | None:
+    """Why a run whose --duration ran out showed nothing, as the timeout would say it."""
+    if state is None:
+        return None
+    if state is PlayerState.INIT:
+        return f"--duration {duration:g} s ended before the stream was set up"
+    if state is not PlayerState.PLAYING:
+        return f"--duration {duration:g} s ended before the server answered PLAY"
+    if frames == 0:
+        return f"--duration {duration:g} s ended before any frame arrived"
+    return None
+
+
+def rounded_summary(summary: dict) -> dict:
+    """Numbers a person can read: milliseconds to 0.01, rates and percentages to 0.1,
+    seconds to 0.01; counts stay exact."""
+    result = {}
+    for key, value in summary.items():
+        if isinstance(value, float):
+            if key.endswith("_ms"):
+                value = round(value, 2)
+            elif key in ("fps", "kbps") or key.endswith("_percent"):
+                value = round(value, 1)
+            else:  # seconds (elapsed) and anything else fractional
+                value = round(value, 2)
+        result[key] = value
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
