@@ -27,6 +27,15 @@ from mjpeg_rtsp.auth import DigestAuthenticator, read_users
 from mjpeg_rtsp.cli import port_number, positive_float
 from mjpeg_rtsp.media import MediaLibrary
 from mjpeg_rtsp.rfc2435 import DEFAULT_MAX_PAYLOAD
+from mjpeg_rtsp.rtsp import (
+    Dialect,
+    Headers,
+    Request,
+    Response,
+    RtspError,
+    RtspReader,
+    format_response,
+)
 from mjpeg_rtsp.service import RtspService, ServerConfig
 from mjpeg_rtsp.session import Session, SessionRegistry, SessionState
 from mjpeg_rtsp.streaming import (
@@ -40,6 +49,22 @@ from ServerWorker import ServerWorker
 log = logging.getLogger("Server")
 
 DEFAULT_PORT = 8554
+DEFAULT_MAX_CONNECTIONS = 1000
+# Descriptors kept free beside the connections: listener, UDP ports, media files, logs.
+SPARE_DESCRIPTORS = 64
+# A connection refused because the server is full gets this long to send its request, so
+# the 503 can carry its CSeq (standard clients match replies by it); at most this many wait.
+REFUSAL_WAIT = 1.0
+MAX_WAITING_REFUSALS = 64
+
+
+class _Refusal:
+    """A connection being turned away: what it has sent so far, and until when it may send."""
+
+    def __init__(self, deadline: float) -> None:
+        self.reader = RtspReader()
+        self.deadline = deadline
+        self.request: Request | None = None
 SAMPLE_NAME = "movie.Mjpeg"  # the course's sample clip, bundled with the server
 
 
@@ -59,6 +84,7 @@ class StreamingServer:
         gso: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
         users: dict[str, str] | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         # users (name -> password) turns Digest authentication on; None leaves it off.
         authenticator = DigestAuthenticator(users, clock=clock) if users is not None else None
@@ -71,6 +97,8 @@ class StreamingServer:
             raise
         self.host = host
         self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.refused_connections = 0
         self.port = self.listener.getsockname()[1]
         self.library = MediaLibrary(root)
         self.registry = SessionRegistry(max_sessions)
@@ -114,16 +142,90 @@ class StreamingServer:
         self._accept_loop()
 
     def _accept_loop(self) -> None:
+        refusals: dict[socket.socket, _Refusal] = {}
         with selectors.DefaultSelector() as selector:
             selector.register(self.listener, selectors.EVENT_READ)
-            while not self.stopping:
-                if not selector.select(timeout=0.25):
-                    continue
-                try:
-                    sock, address = self.listener.accept()
-                except OSError:
-                    continue
-                self._spawn(sock, address)
+            try:
+                while not self.stopping:
+                    for key, _ in selector.select(timeout=0.25):
+                        if key.fileobj is self.listener:
+                            self._accept(selector, refusals)
+                        else:
+                            self._read_refused(selector, refusals, key.fileobj)  # type: ignore[arg-type]
+                    now = time.monotonic()
+                    for sock in [s for s, r in refusals.items() if now >= r.deadline]:
+                        self._refuse(selector, refusals, sock)
+            finally:
+                for sock in list(refusals):
+                    selector.unregister(sock)
+                    sock.close()
+
+    def _accept(self, selector: selectors.BaseSelector, refusals: dict) -> None:
+        try:
+            sock, address = self.listener.accept()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                log.warning("cannot accept a connection: %s (raise ulimit -n or lower "
+                            "--max-connections)", exc.strerror)
+                time.sleep(0.1)  # the backlog stays readable: do not spin
+            return
+        with self._workers_lock:
+            full = len(self._workers) >= self.max_connections
+        if not full:
+            self._spawn(sock, address)
+            return
+        self.refused_connections += 1
+        if self.refused_connections == 1 or self.refused_connections % 1000 == 0:
+            log.warning("connection limit reached (%d): refusing %s:%d with 503 (%d refused "
+                        "so far)", self.max_connections, *address[:2], self.refused_connections)
+        sock.setblocking(False)
+        refusals[sock] = _Refusal(time.monotonic() + REFUSAL_WAIT)
+        selector.register(sock, selectors.EVENT_READ)
+        if len(refusals) > MAX_WAITING_REFUSALS:
+            self._refuse(selector, refusals, sock)
+
+    def _read_refused(self, selector: selectors.BaseSelector, refusals: dict,
+                      sock: socket.socket) -> None:
+        refusal = refusals[sock]
+        try:
+            data = sock.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        refusal.reader.receive_data(data)
+        refusal.request = refusal.request or self._refusal_request(refusal)
+        if not data or refusal.request or refusal.reader.pending_textbook_message():
+            self._refuse(selector, refusals, sock)
+
+    @staticmethod
+    def _refusal_request(refusal: _Refusal) -> Request | None:
+        try:
+            event = refusal.reader.next_event()
+        except RtspError:
+            return Request("", "")
+        return event if isinstance(event, Request) else None
+
+    def _refuse(self, selector: selectors.BaseSelector, refusals: dict,
+                sock: socket.socket) -> None:
+        """Answer a connection over the limit with 503 (with its CSeq when it sent one)."""
+        refusal = refusals.pop(sock)
+        selector.unregister(sock)
+        request = refusal.request
+        if request is None and refusal.reader.pending_textbook_message():
+            flushed = refusal.reader.flush_textbook_message()
+            request = flushed if isinstance(flushed, Request) else None
+        cseq = request.cseq if request is not None else None
+        dialect = request.dialect if request is not None else Dialect.STANDARD
+        headers = Headers([("CSeq", cseq)] if cseq and cseq.isdigit() else [])
+        headers.add("Retry-After", "10")
+        headers.add("Content-Type", "text/plain")
+        body = f"too many connections (the limit is {self.max_connections})\r\n".encode()
+        try:
+            sock.send(format_response(Response(503, headers, body), dialect))
+        except OSError:
+            pass
+        sock.close()
 
     def _spawn(self, sock: socket.socket, address: tuple) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -206,6 +308,24 @@ def default_media_root() -> str:
     return "."
 
 
+def raise_open_file_limit(wanted: int) -> int | None:
+    """Raise the soft RLIMIT_NOFILE to ``wanted`` if it is lower (up to the hard limit);
+    the resulting soft limit, or None where there is no such limit (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return None if soft == resource.RLIM_INFINITY else soft
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):  # e.g. macOS caps it below an unlimited hard limit
+        return soft
+    return target
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Stream Motion-JPEG files over RTSP/RTP to the course's textbook client "
@@ -225,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="frame rate of the files, which MJPEG does not record (default 20)")
     parser.add_argument("--max-sessions", type=int, default=100,
                         help="sessions at once; further SETUPs get 503 (default 100)")
+    parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
+                        help="RTSP connections at once; further ones are answered 503 and "
+                        f"closed (default {DEFAULT_MAX_CONNECTIONS}; the open-file limit is "
+                        "raised to fit where the system allows)")
     parser.add_argument("--session-timeout", type=positive_float, default=60.0,
                         help="seconds without keep-alive (any request or RTCP report) before a "
                         "standard client's session ends (default 60)")
@@ -253,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_sessions < 1:
         print("error: --max-sessions must be at least 1", file=sys.stderr)
         return 2
+    if args.max_connections < 1:
+        print("error: --max-connections must be at least 1", file=sys.stderr)
+        return 2
     if not 200 <= args.mtu <= 65000:
         print("error: --mtu must be between 200 and 65000", file=sys.stderr)
         return 2
@@ -265,12 +392,18 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    limit = raise_open_file_limit(args.max_connections + SPARE_DESCRIPTORS)
+    if limit is not None and limit < args.max_connections + SPARE_DESCRIPTORS:
+        fitting = max(1, limit - SPARE_DESCRIPTORS)
+        log.warning("the open-file limit is %d (ulimit -n) and cannot be raised: serving at "
+                    "most %d connections instead of %d", limit, fitting, args.max_connections)
+        args.max_connections = fitting
     try:
         server = StreamingServer(
             root=args.root or default_media_root(), host=args.host, port=args.port, fps=args.fps,
             max_sessions=args.max_sessions, session_timeout=args.session_timeout,
             idle_timeout=args.idle_timeout, gso=False if args.no_gso else None,
-            max_payload=args.mtu, users=users,
+            max_payload=args.mtu, users=users, max_connections=args.max_connections,
         )
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:

@@ -9,7 +9,7 @@ carries out the actions it returns.
 from __future__ import annotations
 
 import logging
-import select
+import selectors
 import socket
 import time
 from typing import TYPE_CHECKING
@@ -38,6 +38,10 @@ POLL_INTERVAL = 1.0
 # once its socket has been quiet this long, the request is complete.
 TEXTBOOK_QUIET = 0.02
 RECV_SIZE = 65536
+# poll(): no limit on descriptor numbers (select() fails above 1023) and, unlike an epoll
+# selector, no extra descriptor per connection. Windows has no poll; its select has no such
+# limit.
+_Selector = getattr(selectors, "PollSelector", selectors.DefaultSelector)
 
 
 class ServerWorker:
@@ -71,12 +75,15 @@ class ServerWorker:
             log.info("connection %d closed", self.connection.id)
 
     def _serve(self) -> None:
+        with _Selector() as selector:
+            selector.register(self.sock, selectors.EVENT_READ)
+            self._serve_loop(selector)
+
+    def _serve_loop(self, selector: selectors.BaseSelector) -> None:
         next_check = time.monotonic() + POLL_INTERVAL
         while not self.closing and not self.server.stopping:
             pending = self.reader.pending_textbook_message()
-            readable, _, _ = select.select(
-                [self.sock], [], [], TEXTBOOK_QUIET if pending else POLL_INTERVAL
-            )
+            readable = selector.select(TEXTBOOK_QUIET if pending else POLL_INTERVAL)
             if readable:
                 data = self.sock.recv(RECV_SIZE)
                 self.reader.receive_data(data)
