@@ -70,6 +70,19 @@ TEXTBOOK_QUIET = 0.05
 TEXTBOOK_END_SILENCE = 2.0
 
 
+def wait_readable(sockets: list[socket.socket], timeout: float) -> list[socket.socket]:
+    """Those of ``sockets`` that are readable within ``timeout`` seconds. poll() where there
+    is one: select() fails for descriptors above 1023 (a player embedded in a busy process).
+    """
+    if not hasattr(select, "poll"):
+        return select.select(sockets, [], [], timeout)[0]
+    poller = select.poll()
+    for sock in sockets:
+        poller.register(sock, select.POLLIN)
+    ready = {fd for fd, _ in poller.poll(timeout * 1000)}
+    return [sock for sock in sockets if sock.fileno() in ready]
+
+
 @dataclass
 class PlayerOptions:
     transport: str = "udp"  # or "tcp" (interleaved); the textbook dialect is always UDP
@@ -293,7 +306,7 @@ class Player:
                 timeout = min(0.05, max(0.0, self._next_keepalive - now))
                 if self._reader.pending_textbook_message():
                     timeout = TEXTBOOK_QUIET
-                readable, _, _ = select.select([self._sock], [], [], timeout)
+                readable = wait_readable([self._sock], timeout)
                 if readable:
                     data = self._sock.recv(65536)
                     self._reader.receive_data(data)
@@ -528,7 +541,7 @@ class Player:
         sockets = [s for s in (rtp, rtcp) if s is not None]
         while self._running and self._rtp is rtp:
             try:
-                readable, _, _ = select.select(sockets, [], [], 0.2)
+                readable = wait_readable(sockets, 0.2)
             except (OSError, ValueError):
                 return  # closed by teardown
             for sock in readable:
