@@ -33,6 +33,8 @@ deb_installed() {
 }
 
 setup_env() {
+  # macOS's bash 3.2 calls "${empty_array[@]}" unbound under set -u: off while in here.
+  set +u
   local requirements=$1 want_tk=$2
   shift 2
   local peers=("$@") need=() missing_peers=() package
@@ -60,21 +62,22 @@ setup_env() {
     missing_peers=("${peers[@]}")
   fi
 
-  if [ $((${#need[@]} + ${#missing_peers[@]})) -gt 0 ]; then
+  local install=("${need[@]}" "${missing_peers[@]}")
+  if [ ${#install[@]} -gt 0 ]; then
     if command -v apt-get >/dev/null 2>&1; then
       local sudo=()
       if [ "$(id -u)" -ne 0 ]; then
         command -v sudo >/dev/null 2>&1 || {
-          echo "error: need to install ${need[*]} ${missing_peers[*]}: run as root or install sudo" >&2
+          echo "error: need to install ${install[*]}: run as root or install sudo" >&2
           exit 1
         }
         sudo=(sudo)
       fi
-      echo "== installing Debian packages: ${need[*]} ${missing_peers[*]}"
+      echo "== installing Debian packages: ${install[*]}"
       if ! { "${sudo[@]}" apt-get update -qq &&
              DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq \
-               --no-install-recommends "${need[@]}" "${missing_peers[@]}" >/dev/null; }; then
-        echo "error: apt-get could not install ${need[*]} ${missing_peers[*]}" >&2
+               --no-install-recommends "${install[@]}" >/dev/null; }; then
+        echo "error: apt-get could not install ${install[*]}" >&2
         exit 1
       fi
     else
@@ -114,4 +117,5 @@ setup_env() {
   fi
   echo "== installing $requirements into .venv"
   .venv/bin/python -m pip install -q --disable-pip-version-check -r "$requirements"
+  set -u
 }

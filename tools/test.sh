@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The test peers (interop and window tests skip without them; CI=true makes a missing one an
-# error). procps and iproute2 are on any normal install but not in a minimal one.
+# error).
 DEBIAN_PACKAGES=(
   ffmpeg
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
