@@ -10,7 +10,7 @@
 #   sudo bash tools/fresh-machine.sh [--only demo|venv|test]... [--keep] [--worktree] [--refresh]
 #     --keep      leave the chroots (and print where they are) instead of deleting them
 #     --worktree  copy the working tree (tracked and untracked, not ignored) instead of HEAD
-#     --refresh   rebuild the cached base system (.cache/fresh-machine/, gitignored)
+#     --refresh   rebuild the cached base system and downloaded packages (.cache/fresh-machine/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -88,6 +88,7 @@ if [ $refresh = yes ] || [ ! -s "$base" ]; then
     exit 1
   }
   tar -C "$work/base" -czf "$base.tmp" . && mv "$base.tmp" "$base"
+  rm -rf "$cache/apt-archives"
   rm -rf --one-file-system "$work/base"
 fi
 
@@ -120,8 +121,12 @@ new_root() {
   # apt settings for reaching the mirror (proxy, validity of snapshot mirrors, ...).
   local conf
   for conf in /etc/apt/apt.conf /etc/apt/apt.conf.d/*; do
-    [ -f "$conf" ] && grep -q 'Acquire' "$conf" && cp "$conf" "$root$conf"
+    [ -f "$conf" ] && grep -q 'Acquire::' "$conf" && ! grep -q 'Invoke' "$conf" &&
+      cp "$conf" "$root$conf"
   done
+  # Downloaded packages are kept between runs (the same files as from the mirror, only faster).
+  mkdir -p "$cache/apt-archives/partial"
+  mount --bind "$cache/apt-archives" "$root/var/cache/apt/archives"
   [ -f /etc/pip.conf ] && cp /etc/pip.conf "$root/etc/pip.conf"
   [ -d /etc/xdg/pip ] && mkdir -p "$root/etc/xdg" && cp -r /etc/xdg/pip "$root/etc/xdg/"
   local file
