@@ -122,8 +122,8 @@ class ClientReply:
 _ABSOLUTE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-#: The longest duration taken from an SDP ``a=range`` (about 31 years): beyond that the
-#: value is not a file's length, and the stream is treated as having none (no seek bar).
+#: The longest duration taken from an SDP ``a=range``, or position from a PLAY ``Range``
+#: (about 31 years): beyond that the value is not a file's, and is taken as not given.
 MAX_DURATION = 1e9
 MAX_FRAMERATE = 1000.0
 
@@ -376,6 +376,9 @@ class RtspClient:
                 reply.play_range = parse_npt_range(range_header)
             except RangeError:
                 reply.play_range = None
+            if reply.play_range and any(t is not None and t > MAX_DURATION
+                                        for t in reply.play_range):
+                reply.play_range = None  # a position no file has
         info = response.headers.get("RTP-Info")
         if info:
             first = info.split(",")[0]
