@@ -182,7 +182,10 @@ def test_rtsp_server_perl_relay(source, tmp_path):
         quality = psnr(image, decode(source[number]))
         assert quality >= MIN_PSNR, f"frame with counter {number}: {quality:.2f} dB"
         numbers.append(number)
-    assert all(b == a + 1 or b < a for a, b in zip(numbers, numbers[1:], strict=False)), numbers
+    steps = [b - a for a, b in zip(numbers, numbers[1:], strict=False)]
+    wraps = sum(step < 0 for step in steps)
+    assert all(step in (1, 2, 3) for step in steps if step >= 0), numbers  # in order
+    assert wraps <= len(numbers) // 100 + 1, numbers
 
 
 def _listening(port: int) -> bool:
