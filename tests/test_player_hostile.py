@@ -10,7 +10,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import ROOT, jpeg_bytes, wait_for
+from conftest import ROOT, SAMPLE, jpeg_bytes, textbook_frames, wait_for
 from peers.hostile_server import (
     HostileServer,
     default_sdp,
@@ -19,6 +19,8 @@ from peers.hostile_server import (
 )
 from peers.player_cli import finished, free_udp_port, player_command
 from PIL import Image
+from test_gui import launch as window_launcher  # noqa: F401 (a fixture, by this name)
+from test_gui import setup_and_play, textbook_args
 
 from mjpeg_rtsp.client import (
     ClientError,
@@ -354,3 +356,16 @@ def test_fatal_values_end_with_an_error_and_a_teardown(headers, transport, messa
         assert message in run.stderr and "Traceback" not in run.stderr, run
         assert time.monotonic() - started < 15
         assert wait_for(lambda: "TEARDOWN" in server.methods, 5), server.methods
+
+
+def test_window_shows_frames_after_bomb_frames(request):
+    """The window shares the decoder: bombs first, then the sample's numbered frames."""
+    launch = request.getfixturevalue("window_launcher")
+    payloads = [forged(VECTOR, 60000, 60000), forged(VECTOR, 12288, 12288)]
+    payloads += textbook_frames(SAMPLE)[:40]
+    with HostileServer(datagrams=textbook_packets(payloads), pace=0.04) as server:
+        player = launch(*textbook_args(server.port, "clip.Mjpeg"))
+        setup_and_play(player)
+        number = player.wait_frame(lambda n: n >= 5, 10)
+        assert number is not None, f"no frame shown after the bombs:\n{player.output()}"
+        assert player.proc.poll() is None
