@@ -143,7 +143,8 @@ def parse_session_timeout(value: str) -> float | None:
     if match is None or not re.fullmatch(r"[0-9]{1,9}(\.[0-9]{0,6})?", match.group(1)):
         return None
     seconds = float(match.group(1))
-    return seconds if seconds > 0 else None
+    # Keep-alives go at half the timeout: under a second, one second (not a flood).
+    return max(seconds, 1.0) if seconds > 0 else None
 
 
 def parse_framerate(value: str | None) -> float | None:

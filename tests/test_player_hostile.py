@@ -156,7 +156,7 @@ def test_jitter_buffer_bounds_the_bytes_it_holds():
     ("4242;timeout=30", 30.0), ("4242; timeout = 45.5", 45.5), ("4242", None),
     ("4242;timeout=0", None), ("4242;timeout=-5", None), ("4242;timeout=1e308", None),
     ("4242;timeout=" + "9" * 5000, None), ("4242;timeout=nan", None),
-    ("4242;timeout=\u00b2", None), ("4242;timeout=", None),
+    ("4242;timeout=\u00b2", None), ("4242;timeout=", None), ("4242;timeout=0.000001", 1.0),
 ])
 def test_session_timeout_vectors(value, expected):
     assert parse_session_timeout(value) == expected
