@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 from .client import ClientError, PlayerState, RtspClient, StreamTarget
 from .jitter import JitterBuffer, MediaFrame, starts_jpeg_frame
 from .rawjpeg import RawJpegAssembler
-from .rfc2435 import JpegDepacketizer, Rfc2435Error
+from .rfc2435 import JpegDepacketizer, Rfc2435Error, Rfc2435FrameTooLargeError
 from .rtcp import (
     Bye,
     ReceiverReport,
@@ -116,7 +116,9 @@ class ControllerOptions:
 @dataclass
 class PlayerCounters:
     frames_decoded: int = 0
-    frames_corrupt: int = 0  # could not be rebuilt or decoded
+    frames_corrupt: int = 0  # could not be rebuilt from their packets
+    frames_undecodable: int = 0  # rebuilt, but the JPEG decoder refused them
+    frames_rejected: int = 0  # over a size limit (mjpeg_rtsp.limits): never decoded
     frames_skipped: int = 0  # decoded too late for display: a newer one was waiting
     packets_foreign: int = 0
     packets_garbage: int = 0
@@ -238,7 +240,7 @@ class PlayerController:
         self._last_control_data = now
         if not data:
             if self.client.state is not PlayerState.INIT or self._awaiting is not None:
-                self._fail("the server closed the connection")
+                self._fail("the server closed the connection", connection_lost=True)
             self._set_ended()
             return
         self._reader.receive_data(data)
@@ -261,7 +263,7 @@ class PlayerController:
 
     def control_failed(self, message: str) -> None:
         """The RTSP connection broke (reset, unreachable)."""
-        self._fail(message)
+        self._fail(message, connection_lost=True)
         self._set_ended()
 
     def receive_rtp(self, data: bytes, source_ip: str, now: float) -> None:
@@ -339,7 +341,11 @@ class PlayerController:
         return self.counters.frames_decoded
 
     def note_undecodable(self) -> None:
-        self.counters.frames_corrupt += 1
+        self.counters.frames_undecodable += 1
+
+    def note_rejected(self) -> None:
+        """The decoder refused a frame over a size limit (limits.FrameTooLargeError)."""
+        self.counters.frames_rejected += 1
 
     def note_skipped(self) -> None:
         self.counters.frames_skipped += 1
@@ -349,7 +355,10 @@ class PlayerController:
         snapshot = self.receiver_stats.snapshot(now, whole_run)
         snapshot.update(
             frames=self.counters.frames_decoded,
-            frames_lost=self.jitter.frames_lost + self.counters.frames_corrupt,
+            frames_lost=self.jitter.frames_lost + self.counters.frames_corrupt
+            + self.counters.frames_undecodable + self.counters.frames_rejected,
+            frames_undecodable=self.counters.frames_undecodable,
+            frames_rejected=self.counters.frames_rejected,
             packets_foreign=self.counters.packets_foreign + self.counters.packets_garbage,
             packets_late=self.jitter.packets_late,
             packets_duplicate=self.jitter.packets_duplicate,
@@ -363,11 +372,17 @@ class PlayerController:
     def _send(self, data: bytes) -> None:
         self._outputs.append(SendControl(data))
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str, connection_lost: bool = False) -> None:
         if self.failed is None:
             self.failed = message
             log.info("player error: %s", message)
             self._events.append(PlayerEvent("error", message))
+            # The session the server holds for us ends with a TEARDOWN (its answer is not
+            # awaited), unless a TEARDOWN is what failed.
+            if not connection_lost and self.client.session_id is not None and not (
+                self._current_step is not None and self._current_step[0] == "teardown"
+            ):
+                self._send(self.client.teardown())
         self._steps.clear()
         self._awaiting = None
 
@@ -454,10 +469,9 @@ class PlayerController:
                 self._next_keepalive = now + self.client.session_timeout / 2
         elif reply.method == "PLAY":
             start = reply.play_range[0] if reply.play_range else None
-            rtptime = reply.rtp_info.get("rtptime")
             self._last_packet = now
-            if rtptime is not None and rtptime.isdigit() and len(rtptime) <= 10:
-                self._play_origin = (start or 0.0, int(rtptime) & 0xFFFFFFFF)
+            if reply.rtp_time is not None:  # range-checked by the client ("²" is no digit)
+                self._play_origin = (start or 0.0, reply.rtp_time)
             else:
                 self._play_origin = None
             if self.target.dialect is Dialect.STANDARD:
@@ -529,11 +543,15 @@ class PlayerController:
 
     def _rebuild(self, frame: MediaFrame) -> bytes | None:
         if self.target.dialect is Dialect.TEXTBOOK:
-            dropped = self._raw_assembler.frames_dropped
-            jpeg = self._raw_assembler.push(b"".join(frame.payloads), frame.first_seq)
+            assembler = self._raw_assembler
+            dropped, rejected = assembler.frames_dropped, assembler.frames_rejected
+            jpeg = assembler.push(b"".join(frame.payloads), frame.first_seq)
             if jpeg is not None:
                 return jpeg
-            if self._raw_assembler.frames_dropped == dropped:
+            if assembler.frames_rejected != rejected:
+                self.counters.frames_rejected += 1
+                return None
+            if assembler.frames_dropped == dropped:
                 return None  # a piece of a frame still being assembled
         else:
             jpeg = None
@@ -541,6 +559,10 @@ class PlayerController:
                 last = len(frame.payloads) - 1
                 for i, payload in enumerate(frame.payloads):
                     jpeg = self._depacketizer.push(payload, frame.timestamp, i == last)
+            except Rfc2435FrameTooLargeError as exc:
+                log.debug("frame rejected: %s", exc)
+                self.counters.frames_rejected += 1
+                return None
             except Rfc2435Error as exc:
                 log.debug("bad RFC 2435 payload: %s", exc)
                 jpeg = None

@@ -5,6 +5,7 @@ class, or ``ClientLauncher.py --headless``) against a scripted server over real 
 from __future__ import annotations
 
 import io
+import re
 import struct
 import subprocess
 import time
@@ -19,6 +20,8 @@ from peers.hostile_server import (
 )
 from peers.player_cli import finished, free_udp_port, player_command
 from PIL import Image
+from test_controller import URL as CONTROLLER_URL
+from test_controller import Clock, InMemoryServer, Pair
 from test_gui import launch as window_launcher  # noqa: F401 (a fixture, by this name)
 from test_gui import setup_and_play, textbook_args
 
@@ -29,6 +32,7 @@ from mjpeg_rtsp.client import (
     parse_rtsp_url,
     parse_session_timeout,
 )
+from mjpeg_rtsp.controller import ControllerOptions, PlayerController
 from mjpeg_rtsp.jitter import JitterBuffer
 from mjpeg_rtsp.jpeg import JpegError, frame_size, scan_jpeg
 from mjpeg_rtsp.limits import MAX_DECODE_PIXELS, MAX_FRAME_PIXELS, FrameTooLargeError
@@ -369,3 +373,43 @@ def test_window_shows_frames_after_bomb_frames(request):
         number = player.wait_frame(lambda n: n >= 5, 10)
         assert number is not None, f"no frame shown after the bombs:\n{player.output()}"
         assert player.proc.poll() is None
+
+
+# --- the same rules in the sans-I/O controller ----------------------------------------------
+
+
+class TamperingServer(InMemoryServer):
+    """The server's own replies, with the PLAY reply rewritten by ``tamper``."""
+
+    def __init__(self, media_root, clock, tamper) -> None:
+        super().__init__(media_root, clock)
+        self.tamper = tamper
+
+    def feed(self, data: bytes) -> bytes:
+        out = super().feed(data)
+        return self.tamper(out) if self.requests[-1].method == "PLAY" else out
+
+
+def _controller_pair(media_root, tamper) -> Pair:
+    clock = Clock()
+    server = TamperingServer(media_root, clock, tamper)
+    return Pair(PlayerController(parse_rtsp_url(CONTROLLER_URL), ControllerOptions()), server,
+                clock)
+
+
+def test_controller_ignores_an_rtp_info_rtptime_that_is_no_number(media_root):
+    pair = _controller_pair(media_root, lambda out: re.sub(rb"rtptime=\d+",
+                                                           "rtptime=\u00b2".encode(), out))
+    pair.command("setup")
+    pair.command("play")
+    # str.isdigit("²") is True and int("²") raises: the reply must not reach int().
+    assert pair.controller.failed is None and pair.controller.state.value == "Playing"
+
+
+def test_controller_failure_sends_teardown(media_root):
+    pair = _controller_pair(media_root, lambda out: out.replace(
+        b"CSeq:", b"Content-Length: " + b"9" * 5000 + b"\r\nCSeq:", 1))
+    pair.command("setup")
+    pair.command("play")
+    assert pair.controller.failed.startswith("unreadable reply from the server")
+    assert [r.method for r in pair.server.requests][-2:] == ["PLAY", "TEARDOWN"]
