@@ -52,18 +52,23 @@ mkdir -p "$cache"
 work=$(mktemp -d /tmp/fresh-machine.XXXXXX)
 roots=()
 
-# Kills what still runs inside a chroot (by pid), unmounts everything under it.
+# Kills what still runs inside a chroot (by pid), unmounts everything under it. Never fails
+# (it runs in the EXIT trap, under set -e, and a failure there would skip the deletion).
 release_root() {
-  local root=$1 pid
-  for pid in $(ls /proc | grep -E '^[0-9]+$'); do
-    [ "$(readlink "/proc/$pid/root" 2>/dev/null)" = "$root" ] && kill -9 "$pid" 2>/dev/null
+  local root=$1 pid mnt
+  for pid in $(ls /proc | grep -E '^[0-9]+$' || true); do
+    if [ "$(readlink "/proc/$pid/root" 2>/dev/null)" = "$root" ]; then
+      kill -9 "$pid" 2>/dev/null || true
+    fi
   done
   # Deepest first.
-  grep -F " $root/" /proc/mounts | awk '{print $2}' | sort -r | while read -r mnt; do
+  for mnt in $( (grep -F " $root/" /proc/mounts || true) | awk '{print $2}' | sort -r); do
     umount -l "$mnt" 2>/dev/null || true
   done
+  return 0
 }
 cleanup() {
+  set +e
   local root
   for root in "${roots[@]}"; do
     release_root "$root"
