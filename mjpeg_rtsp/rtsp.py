@@ -15,6 +15,14 @@ server's reply) with its required headers, and the driver, after a short quiet
 period on the socket, calls ``flush_textbook_message()``. A request that carries a ``\\r`` or an
 absolute URL is standard and is only ever completed by its blank line.
 
+Lines end with CRLF, a bare LF or a bare CR (RFC 2326 section 4: receivers may take CR or LF
+alone as a line end), so a CR inside a header value can never smuggle a second header past
+the parser. A blank line made of a CR that is the last byte received completes the message at
+once (a CR-only client sends nothing after it); should an LF follow, it is skipped as the
+stray line end between messages that RFC 2326 allows. Control characters are refused in the
+header block, and :func:`format_response` and :func:`format_request` replace any that reach a
+header value, so nothing a peer sent can break a reply's framing.
+
 Replies are formatted by :func:`format_response`; in the textbook dialect the
 layout is fixed (status line, ``CSeq``, ``Session``) because that client reads
 them by line index.
@@ -53,6 +61,7 @@ class RtspStatus(enum.IntEnum):
     REQUEST_ENTITY_TOO_LARGE = 413, "Request Entity Too Large"
     REQUEST_URI_TOO_LARGE = 414, "Request-URI Too Large"
     UNSUPPORTED_MEDIA_TYPE = 415, "Unsupported Media Type"
+    NOT_ENOUGH_BANDWIDTH = 453, "Not Enough Bandwidth"
     SESSION_NOT_FOUND = 454, "Session Not Found"
     METHOD_NOT_VALID_IN_THIS_STATE = 455, "Method Not Valid in This State"
     HEADER_FIELD_NOT_VALID = 456, "Header Field Not Valid for Resource"
@@ -180,7 +189,16 @@ NEED_DATA = _NeedData()
 
 Event = Request | Response | InterleavedFrame
 
-_END_OF_HEADERS = re.compile(rb"\r?\n\r?\n")
+# A line end is CRLF, LF or CR; CR then LF is always one line end, never two.
+_LINE_END = rb"(?:\r\n|\r(?!\n)|\n)"
+_END_OF_HEADERS = re.compile(_LINE_END + _LINE_END)
+_LINE_SPLIT = re.compile(r"\r\n|\r|\n")
+# Control characters other than HTAB (RFC 2326 section 15: CTL); never valid in a header block.
+_CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_CTL_RUN = re.compile(r"[\x00-\x1f\x7f]+")
+_UNSAFE_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
+_CSEQ = re.compile(r"[0-9]{1,10}")
+_SESSION_ID = re.compile(r"[A-Za-z0-9$\-_.+]{1,128}")
 _REQUEST_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_\-]*) +(\S+) +(\S+)")
 _STATUS_LINE = re.compile(r"(RTSP/\d+\.\d+) +(\d{3})(?: +(.*))?")
 _VERSION = re.compile(r"RTSP/(\d+)\.(\d+)")
@@ -322,8 +340,11 @@ class RtspReader:
             raise RemoteProtocolError("message header is not valid UTF-8", cseq=cseq) from None
         # Until the request line is parsed, guess the dialect from the line ends.
         dialect = Dialect.STANDARD if b"\r" in self._buffer[:consumed] else Dialect.TEXTBOOK
-        lines = text.replace("\r\n", "\n").split("\n")
+        lines = _LINE_SPLIT.split(text)
         try:
+            bad = next((line for line in lines if _CTL.search(line)), None)
+            if bad is not None:
+                raise RemoteProtocolError(f"control character in header block: {bad[:80]!r}")
             headers = _parse_headers(lines[1:], self._max_headers)
         except RemoteProtocolError as exc:
             del self._buffer[:consumed]
@@ -331,6 +352,8 @@ class RtspReader:
             raise
         length_text = headers.get("Content-Length")
         length = 0
+        if len(set(headers.get_all("Content-Length"))) > 1:
+            raise self._fatal("conflicting Content-Length headers", cseq=cseq)
         if length_text is not None:
             # ASCII digits only: str.isdigit() also accepts "²", which int() rejects.
             digits = length_text.strip()
@@ -355,10 +378,41 @@ class RtspReader:
         return _start_line(lines[0].strip(), headers, body, dialect, cseq)
 
 
+# Any line end before it; digits that the value does not go on after (so nothing is cut short).
+_SNIFF_CSEQ = re.compile(rb"(?i)(?:^|[\r\n])cseq[ \t]*:[ \t]*(\d{1,10})(?![^\r\n \t])")
+
+
 def _sniff_cseq(head: bytes | bytearray) -> str | None:
     """Best-effort CSeq of a message that failed to parse, so the error reply can carry it."""
-    match = re.search(rb"(?im)^cseq[ \t]*:[ \t]*(\d{1,10})", bytes(head[:MAX_HEADER_BYTES]))
+    match = _SNIFF_CSEQ.search(bytes(head[:MAX_HEADER_BYTES]))
     return match.group(1).decode() if match else None
+
+
+def valid_cseq(value: str | None) -> str | None:
+    """``value`` when it is a CSeq fit to echo (1 to 10 ASCII digits), else None."""
+    if value is None:
+        return None
+    value = value.strip()
+    return value if _CSEQ.fullmatch(value) else None
+
+
+def valid_session_id(value: str) -> bool:
+    """RFC 2326 section 3.4: ``1*( ALPHA | DIGIT | safe )``; at most 128 characters here."""
+    return _SESSION_ID.fullmatch(value) is not None
+
+
+def header_value(value: str) -> str:
+    """``value`` fit for a header line: every run of control characters becomes one space."""
+    return _CTL_RUN.sub(" ", value).strip() if _CTL_RUN.search(value) else value
+
+
+def _header_lines(headers: Iterable[tuple[str, str]]) -> list[str]:
+    lines = []
+    for name, value in headers:
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"bad header name {name!r}")
+        lines.append(f"{name}: {header_value(value)}")
+    return lines
 
 
 def _parse_headers(lines: list[str], max_headers: int) -> Headers:
@@ -419,7 +473,7 @@ def format_response(
     (``0`` when there is none, since that client reads line 2 of every reply),
     no blank line unless a body follows.
     """
-    reason = response.reason or _phrase(response.status)
+    reason = header_value(response.reason or _phrase(response.status))
     status_line = f"{response.version} {response.status} {reason}"
     headers = [(k, v) for k, v in response.headers if k.lower() != "content-length"]
     if response.body:
@@ -427,13 +481,14 @@ def format_response(
     if dialect is Dialect.TEXTBOOK:
         cseq = response.headers.get("CSeq") or "0"
         others = [(k, v) for k, v in headers if k.lower() not in ("cseq", "session")]
-        lines = [status_line, f"CSeq: {cseq}", f"Session: {session_id or '0'}"]
-        lines += [f"{k}: {v}" for k, v in others]
+        lines = [status_line] + _header_lines(
+            [("CSeq", cseq), ("Session", session_id or "0"), *others]
+        )
         text = "\n".join(lines)
         if response.body:
             return text.encode() + b"\n\n" + response.body
         return text.encode()
-    lines = [status_line] + [f"{k}: {v}" for k, v in headers]
+    lines = [status_line] + _header_lines(headers)
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + response.body
 
 
@@ -442,8 +497,10 @@ def format_request(request: Request) -> bytes:
     headers = [(k, v) for k, v in request.headers if k.lower() != "content-length"]
     if request.body:
         headers.append(("Content-Length", str(len(request.body))))
-    lines = [f"{request.method} {request.target} {request.version}"]
-    lines += [f"{k}: {v}" for k, v in headers]
+    # A URL taken from a peer (Content-Base, a=control) cannot split the request line.
+    target = _UNSAFE_IN_TARGET.sub(lambda m: f"%{ord(m.group()):02X}", request.target)
+    lines = [f"{request.method} {target} {request.version}"]
+    lines += _header_lines(headers)
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + request.body
 
 
@@ -508,13 +565,19 @@ def parse_transport(value: str) -> list[TransportSpec]:
     return specs
 
 
+_PORT_RANGE = re.compile(r"\s*([0-9]{1,5})\s*(?:-\s*([0-9]{1,5})\s*)?")
+
+
 def parse_port_range(value: str) -> tuple[int, int | None]:
-    """``25000`` or ``5000-5001`` (client_port, server_port, interleaved)."""
-    first, sep, second = value.partition("-")
-    low = int(first)
-    high = int(second) if sep else None
-    if not 0 <= low <= 65535 or (high is not None and not 0 <= high <= 65535):
-        raise ValueError(f"port out of range in {value!r}")
+    """``25000`` or ``5000-5001`` (client_port, server_port, interleaved): ASCII digits only
+    (int() would also take ``1_000`` and other scripts' digits), each 0..65535."""
+    match = _PORT_RANGE.fullmatch(value)
+    if match is None:
+        raise ValueError(f"bad port range {value[:40]!r}")
+    low = int(match.group(1))
+    high = int(match.group(2)) if match.group(2) is not None else None
+    if low > 65535 or (high is not None and high > 65535):
+        raise ValueError(f"port out of range in {value[:40]!r}")
     return low, high
 
 
@@ -538,18 +601,24 @@ def parse_npt_range(value: str) -> tuple[float | None, float | None]:
     return _npt_time(start_text), _npt_time(end_text)
 
 
+# RFC 2326 section 3.6: npt-sec = 1*DIGIT [ "." *DIGIT ]; npt-hhmmss = npt-hh ":" npt-mm ":"
+# npt-ss [ "." *DIGIT ] with minutes and seconds 0..59. No exponents, signs, inf or nan.
+_NPT_SEC = re.compile(r"([0-9]+)(?:\.([0-9]*))?")
+_NPT_HHMMSS = re.compile(r"([0-9]+):([0-9]{1,2}):([0-9]{1,2})(?:\.([0-9]*))?")
+MAX_NPT_CHARS = 32
+
+
 def _npt_time(text: str) -> float | None:
     text = text.strip()
     if text in ("", "now"):
         return None
-    try:
-        if ":" in text:
-            hours, minutes, seconds = text.split(":")
-            result = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
-        else:
-            result = float(text)
-    except ValueError:
-        raise RangeError(f"bad npt time {text[:30]!r}") from None
-    if not result >= 0 or result == float("inf"):
-        raise RangeError(f"bad npt time {text[:30]!r}")
-    return result
+    if len(text) > MAX_NPT_CHARS:
+        raise RangeError(f"npt time of {len(text)} characters (at most {MAX_NPT_CHARS})")
+    sec = _NPT_SEC.fullmatch(text)
+    if sec is not None:
+        return float(text)
+    hms = _NPT_HHMMSS.fullmatch(text)
+    if hms is None or int(hms.group(2)) > 59 or int(hms.group(3)) > 59:
+        raise RangeError(f"bad npt time {text!r}")
+    fraction = float("0." + hms.group(4)) if hms.group(4) else 0.0
+    return int(hms.group(1)) * 3600 + int(hms.group(2)) * 60 + int(hms.group(3)) + fraction
