@@ -224,6 +224,17 @@ class PlayerController:
             raise ValueError(f"unknown player command {name!r}")
         self._advance(now)
 
+    def leave(self, now: float) -> None:
+        """The user is leaving: drop queued commands and end the session now, with a
+        TEARDOWN sent even while another request is unanswered (RFC 2326 section 9.1 lets
+        requests be pipelined), so a server that never answers cannot hold us."""
+        self._steps.clear()
+        self._login_step = None
+        if self.client.state is PlayerState.INIT or self.failed is not None:
+            return
+        if self._awaiting is None or self._awaiting[0] != "teardown":
+            self._send_step("teardown", (), now)
+
     def media_opened(self, rtp_port: int, now: float) -> None:
         """The driver bound our RTP port (and RTCP on the next one): SETUP can go."""
         self._media_port = rtp_port
@@ -323,7 +334,12 @@ class PlayerController:
         frames = self.jitter.pop(now)
         released = []
         for frame in frames:
-            jpeg = self._rebuild(frame)
+            try:
+                jpeg = self._rebuild(frame)
+            except Exception:  # noqa: BLE001 -- one frame must never stop playout
+                log.debug("frame cannot be rebuilt", exc_info=True)
+                self.counters.frames_corrupt += 1
+                continue
             if jpeg is None:
                 continue
             position = None
@@ -444,9 +460,11 @@ class PlayerController:
         if reply.retry is not None:
             self._send(reply.retry)
             return
-        step = self._awaiting[0] if self._awaiting else reply.method.lower()
-        if reply.method == "GET_PARAMETER" or (reply.method == "OPTIONS" and step != "options"):
-            return  # a keep-alive's answer
+        awaited = self._awaiting[0] if self._awaiting else reply.method.lower()
+        if reply.method.lower() != awaited or reply.method == "GET_PARAMETER" or (
+            reply.method == "OPTIONS" and awaited != "options"
+        ):
+            return  # a keep-alive's answer, or one overtaken by a TEARDOWN on leaving
         self._awaiting = None
         if not reply.ok:
             status = response.status

@@ -333,3 +333,22 @@ def test_textbook_stream_ends_after_silence(server, clock):
 def test_unknown_command_is_a_programming_error(server, clock):
     with pytest.raises(ValueError, match="unknown player command 'frob'"):
         PlayerController(parse_rtsp_url(URL)).command("frob")
+
+
+def test_leaving_sends_teardown_at_once_behind_an_unanswered_request(server, clock):
+    pair = standard(server, clock)
+    pair.command("setup")
+    c = pair.controller
+    c.command("play", (None,), clock.now)
+    (play,) = c.take_outputs()  # the server never answers this one
+    c.command("pause", (), clock.now)
+    assert c.take_outputs() == []  # queued behind PLAY
+    c.leave(clock.now)
+    (teardown,) = c.take_outputs()
+    assert teardown.data.startswith(b"TEARDOWN ")
+    # The PLAY's late answer does not stand in for the TEARDOWN's.
+    c.receive_control(server.feed(play.data), clock.now)
+    assert c.busy
+    c.receive_control(server.feed(teardown.data), clock.now)
+    assert c.state is PlayerState.INIT and not c.busy
+    assert [r.method for r in server.requests][-2:] == ["PLAY", "TEARDOWN"]
