@@ -46,6 +46,22 @@ class PlayerState(enum.Enum):
     PLAYING = "Playing"
 
 
+P = PlayerState
+#: RFC 2326 appendix A.1, the client's states: ``(state, method) -> state`` after a
+#: successful reply. A method missing for a state leaves the state as it is (OPTIONS,
+#: DESCRIBE, keep-alives; a reply the server should not have given).
+CLIENT_TRANSITIONS: dict[tuple[PlayerState, str], PlayerState] = {
+    (P.INIT, "SETUP"): P.READY,
+    (P.READY, "SETUP"): P.READY,
+    (P.READY, "PLAY"): P.PLAYING,
+    (P.READY, "PAUSE"): P.READY,
+    (P.READY, "TEARDOWN"): P.INIT,
+    (P.PLAYING, "PLAY"): P.PLAYING,
+    (P.PLAYING, "PAUSE"): P.READY,
+    (P.PLAYING, "TEARDOWN"): P.INIT,
+}
+
+
 class ClientError(Exception):
     """Something the user must be told: a refused request, a bad reply, a bad URL."""
 
@@ -280,6 +296,8 @@ class RtspClient:
         handler = getattr(self, "_on_" + method.lower(), None)
         if handler is not None:
             handler(response, reply)
+        # The one place the state changes, once the reply has been read without error.
+        self.state = CLIENT_TRANSITIONS.get((self.state, method), self.state)
         return reply
 
     def _on_options(self, response: Response, reply: ClientReply) -> None:
@@ -367,10 +385,8 @@ class RtspClient:
             ssrc = spec.param("ssrc")
             if ssrc and re.fullmatch(r"[0-9A-Fa-f]{1,8}", ssrc):
                 self.ssrc = int(ssrc, 16)
-        self.state = PlayerState.READY
 
     def _on_play(self, response: Response, reply: ClientReply) -> None:
-        self.state = PlayerState.PLAYING
         range_header = response.headers.get("Range")
         if range_header:
             try:
@@ -390,11 +406,7 @@ class RtspClient:
             reply.rtp_seq = _bounded_int(reply.rtp_info.get("seq"), 0xFFFF)
             reply.rtp_time = _bounded_int(reply.rtp_info.get("rtptime"), 0xFFFFFFFF)
 
-    def _on_pause(self, response: Response, reply: ClientReply) -> None:
-        self.state = PlayerState.READY
-
     def _on_teardown(self, response: Response, reply: ClientReply) -> None:
-        self.state = PlayerState.INIT
         self.session_id = None
 
     # --- authentication (RFC 2617 as RTSP uses it) -----------------------------------------
