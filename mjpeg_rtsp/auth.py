@@ -24,6 +24,11 @@ Every comparison of secrets uses :func:`hmac.compare_digest`; for an unknown use
 still computed (against a dummy HA1), so a wrong user and a wrong password look alike, also in
 time. Any ``Authorization`` value, however malformed, gives an :class:`AuthResult`, never an
 exception.
+
+:class:`AuthBackoff` slows down password guessing per source address: a few failures are
+free, then each further one shuts the address out for twice as long as the one before (capped);
+the service answers a shut-out address 503 with ``Retry-After`` without checking anything.
+Other addresses are never affected, a success forgets the address, and the table is bounded.
 """
 
 from __future__ import annotations
@@ -33,8 +38,10 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
 import time
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +76,22 @@ class AuthResult:
 
 def _md5(text: str) -> str:
     return hashlib.md5(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def digest_ha1(user: str, realm: str, password: str) -> str:
+    """RFC 2617 section 3.2.2.2 ``A1`` hashed (algorithm MD5)."""
+    return _md5(f"{user}:{realm}:{password}")
+
+
+def digest_response(
+    ha1: str, method: str, uri: str, nonce: str,
+    qop: str | None = None, nc: str = "", cnonce: str = "",
+) -> str:
+    """RFC 2617 section 3.2.2.1 request-digest, with or without ``qop`` (server and client)."""
+    ha2 = _md5(f"{method}:{uri}")
+    if qop is None:
+        return _md5(f"{ha1}:{nonce}:{ha2}")
+    return _md5(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
 
 
 def parse_auth_params(text: str) -> dict[str, str] | None:
@@ -177,7 +200,7 @@ class DigestAuthenticator:
         self._token_bytes = token_bytes
         self._key = token_bytes(32)
         # Only HA1 = MD5(user:realm:password) is kept, never the password.
-        self._ha1 = {user: _md5(f"{user}:{realm}:{password}") for user, password in users.items()}
+        self._ha1 = {user: digest_ha1(user, realm, password) for user, password in users.items()}
         self._dummy_ha1 = _md5(token_bytes(16).hex())
 
     @property
@@ -250,15 +273,14 @@ class DigestAuthenticator:
             return AuthResult(AuthStatus.BAD, user, "malformed response")
         nonce = params["nonce"]
         qop = params.get("qop")
-        ha2 = _md5(f"{method}:{digest_uri}")
         ha1 = self._ha1.get(user, self._dummy_ha1)
         if qop is None:
-            expected = _md5(f"{ha1}:{nonce}:{ha2}")
+            expected = digest_response(ha1, method, digest_uri, nonce)
         elif qop.lower() == "auth":
             nc, cnonce = params.get("nc", ""), params.get("cnonce", "")
             if not _NC.fullmatch(nc) or not cnonce:
                 return AuthResult(AuthStatus.BAD, user, "qop=auth without valid nc and cnonce")
-            expected = _md5(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
+            expected = digest_response(ha1, method, digest_uri, nonce, qop, nc, cnonce)
         else:
             return AuthResult(AuthStatus.BAD, user, f"qop {qop[:20]!r} not supported")
         right = hmac.compare_digest(expected.encode(), response.lower().encode())
@@ -329,3 +351,86 @@ def read_users(path: str | None, entries: list[str]) -> dict[str, str] | None:
     for entry in entries:
         add_user(users, entry, "--auth")
     return users
+
+
+# --- back-off after repeated failures ----------------------------------------------------
+
+@dataclass
+class _Failures:
+    count: int
+    last: float  # time of the latest failure
+    blocked_until: float
+
+
+class AuthBackoff:
+    """Per-address back-off after failed authentication (times are passed in).
+
+    ``free_failures`` failures are answered as usual; the one that reaches that count and
+    every later one shut the address out for ``base_delay * 2 ** (failures - free_failures)``
+    seconds, at most ``max_delay``. An address is forgotten after ``window`` seconds without a
+    failure (counted from the end of its shut-out), or at once when it succeeds. At most
+    ``max_addresses`` addresses are remembered; the one that failed least recently goes first,
+    so memory stays bounded whoever floods it. Thread-safe: the server's connection workers
+    share one.
+    """
+
+    def __init__(
+        self,
+        free_failures: int = 5,
+        window: float = 60.0,
+        base_delay: float = 1.0,
+        max_delay: float = 60.0,
+        max_addresses: int = 4096,
+    ) -> None:
+        if free_failures < 1 or max_addresses < 1:
+            raise ValueError("free_failures and max_addresses must be at least 1")
+        if not (window > 0 and base_delay > 0 and max_delay >= base_delay):
+            raise ValueError("window and base_delay must be > 0 and max_delay >= base_delay")
+        self.free_failures = free_failures
+        self.window = window
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.max_addresses = max_addresses
+        self._table: OrderedDict[str, _Failures] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _entry(self, address: str, now: float) -> _Failures | None:
+        entry = self._table.get(address)
+        if entry is not None and now - max(entry.last, entry.blocked_until) > self.window:
+            del self._table[address]
+            return None
+        return entry
+
+    def retry_after(self, address: str, now: float) -> float:
+        """Seconds until ``address`` may try again; 0.0 when it may try now."""
+        with self._lock:
+            entry = self._entry(address, now)
+            return max(0.0, entry.blocked_until - now) if entry is not None else 0.0
+
+    def failed(self, address: str, now: float) -> float:
+        """Count a failure of ``address``; return the shut-out it earned (0.0 for none)."""
+        with self._lock:
+            entry = self._entry(address, now)
+            if entry is None:
+                entry = self._table[address] = _Failures(0, now, now)
+            entry.count += 1
+            entry.last = now
+            self._table.move_to_end(address)
+            while len(self._table) > self.max_addresses:
+                self._table.popitem(last=False)
+            excess = entry.count - self.free_failures
+            if excess < 0:
+                return 0.0
+            # 2 ** excess only while it can still be below the cap (no huge powers).
+            delay = self.max_delay if excess > 64 else min(
+                self.base_delay * 2.0 ** excess, self.max_delay)
+            entry.blocked_until = now + delay
+            return delay
+
+    def succeeded(self, address: str) -> None:
+        with self._lock:
+            self._table.pop(address, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._table)

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import base64
 import enum
-import hashlib
 import re
 import secrets
 import urllib.parse
 from dataclasses import dataclass, field
 
+from .auth import digest_ha1, digest_response, parse_auth_params
 from .rtsp import (
     Dialect,
     Headers,
@@ -418,7 +418,9 @@ class RtspClient:
         digest = next((c for c in challenges if c.lower().startswith("digest")), None)
         basic = next((c for c in challenges if c.lower().startswith("basic")), None)
         if digest:
-            params = dict(re.findall(r'(\w+)\s*=\s*"?([^",]*)"?', digest[6:]))
+            params = parse_auth_params(digest[6:])
+            if params is None:
+                return None  # a challenge we cannot read: the 401 stands
             key = "digest:" + params.get("nonce", "")
             stale = params.get("stale", "").lower() == "true"
             if key in self._auth_tried and not stale:
@@ -444,18 +446,17 @@ class RtspClient:
             return f"Basic {token}"
         realm = self._digest.get("realm", "")
         nonce = self._digest.get("nonce", "")
-        ha1 = hashlib.md5(f"{user}:{realm}:{password}".encode()).hexdigest()
-        ha2 = hashlib.md5(f"{method}:{uri}".encode()).hexdigest()
+        ha1 = digest_ha1(user, realm, password)
         fields = [f'username="{user}"', f'realm="{realm}"', f'nonce="{nonce}"', f'uri="{uri}"']
         qop = self._digest.get("qop", "")
         if "auth" in [q.strip() for q in qop.split(",")]:
             cnonce = secrets.token_hex(8)
             self._nc = getattr(self, "_nc", 0) + 1
             nc = f"{self._nc:08x}"
-            digest = hashlib.md5(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}".encode()).hexdigest()
+            digest = digest_response(ha1, method, uri, nonce, "auth", nc, cnonce)
             fields += [f'qop=auth, nc={nc}, cnonce="{cnonce}"']
         else:
-            digest = hashlib.md5(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()
+            digest = digest_response(ha1, method, uri, nonce)
         fields.append(f'response="{digest}"')
         if "opaque" in self._digest:
             fields.append(f'opaque="{self._digest["opaque"]}"')
