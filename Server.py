@@ -23,7 +23,7 @@ from functools import partial
 from pathlib import Path
 
 import mjpeg_rtsp
-from mjpeg_rtsp.auth import DigestAuthenticator, read_users
+from mjpeg_rtsp.auth import AuthBackoff, DigestAuthenticator, read_users
 from mjpeg_rtsp.cli import port_number, positive_float
 from mjpeg_rtsp.media import MediaLibrary
 from mjpeg_rtsp.rfc2435 import DEFAULT_MAX_PAYLOAD
@@ -85,6 +85,9 @@ class StreamingServer:
         clock: Callable[[], float] = time.monotonic,
         users: dict[str, str] | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_sessions_per_connection: int = 8,
+        textbook_idle: float = 300.0,
+        auth_backoff: AuthBackoff | None = None,
     ) -> None:
         # users (name -> password) turns Digest authentication on; None leaves it off.
         authenticator = DigestAuthenticator(users, clock=clock) if users is not None else None
@@ -108,9 +111,11 @@ class StreamingServer:
             session_timeout=session_timeout,
             server_rtp_port=self.udp.rtp_port,
             server_rtcp_port=self.udp.rtcp_port,
+            max_sessions_per_connection=max_sessions_per_connection,
+            textbook_idle=textbook_idle,
         )
         self.service = RtspService(
-            self.library, self.registry, self.config, clock, authenticator
+            self.library, self.registry, self.config, clock, authenticator, auth_backoff
         )
         self.scheduler = PacingScheduler(max_payload, clock)
         self.stopping = False
@@ -345,6 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="frame rate of the files, which MJPEG does not record (default 20)")
     parser.add_argument("--max-sessions", type=int, default=100,
                         help="sessions at once; further SETUPs get 503 (default 100)")
+    parser.add_argument("--max-sessions-per-connection", type=int, default=8, metavar="N",
+                        help="sessions one RTSP connection may hold; further SETUPs on it get "
+                        "503 (default 8)")
+    parser.add_argument("--textbook-idle", type=positive_float, default=300.0, metavar="SECONDS",
+                        help="a textbook client's session that is not playing (set up, paused "
+                        "or played to the end) ends after this long without a request; a "
+                        "playing one never does, since that client sends nothing while it "
+                        "watches (default 300)")
     parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
                         help="RTSP connections at once; further ones are answered 503 and "
                         f"closed (default {DEFAULT_MAX_CONNECTIONS}; the open-file limit is "
@@ -377,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_sessions < 1:
         print("error: --max-sessions must be at least 1", file=sys.stderr)
         return 2
+    if args.max_sessions_per_connection < 1:
+        print("error: --max-sessions-per-connection must be at least 1", file=sys.stderr)
+        return 2
     if args.max_connections < 1:
         print("error: --max-connections must be at least 1", file=sys.stderr)
         return 2
@@ -403,7 +419,9 @@ def main(argv: list[str] | None = None) -> int:
             root=args.root or default_media_root(), host=args.host, port=args.port, fps=args.fps,
             max_sessions=args.max_sessions, session_timeout=args.session_timeout,
             idle_timeout=args.idle_timeout, gso=False if args.no_gso else None,
-            max_payload=args.mtu, users=users, max_connections=args.max_connections,
+            max_payload=args.mtu, users=users,
+            max_sessions_per_connection=args.max_sessions_per_connection,
+            textbook_idle=args.textbook_idle, max_connections=args.max_connections,
         )
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:

@@ -56,6 +56,7 @@ class ServerWorker:
         self.reader = RtspReader()
         self.writer = ConnectionWriter(sock)
         self.closing = False
+        self.keep_open = False  # set once a textbook session of this connection idled out
         self.last_request = time.monotonic()
 
     def run(self) -> None:
@@ -104,13 +105,18 @@ class ServerWorker:
         """End sessions without keep-alive; False when the connection itself has idled out."""
         sessions = self.server.registry.for_connection(self.connection.id)
         for action in self.server.service.expire_sessions(sessions):
-            log.info("session %s: no keep-alive for %.0f s", action.session.id,
-                     action.session.timeout)
+            session = action.session
+            log.info("session %s: %s for %.0f s", session.id, action.reason,
+                     session.timeout if session.uses_keepalive else session.idle_timeout)
+            if not session.uses_keepalive:
+                # The textbook client reads replies by line index and spins on a closed
+                # socket: keep its connection, so its next request gets a 454 it can parse.
+                self.keep_open = True
             self.server.end_session(action.session, action.reason)
             sessions.remove(action.session)
         # A connection without a session must keep completing requests (slow senders too).
         idle = now - self.last_request
-        if not sessions and idle > self.server.idle_timeout:
+        if not sessions and idle > self.server.idle_timeout and not self.keep_open:
             log.info("connection %d: no complete request for %.0f s, closing",
                      self.connection.id, idle)
             return False

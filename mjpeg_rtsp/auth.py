@@ -27,7 +27,7 @@ exception.
 
 :class:`AuthBackoff` slows down password guessing per source address: a few failures are
 free, then each further one shuts the address out for twice as long as the one before (capped);
-the service answers a shut-out address 503 with ``Retry-After`` without checking anything.
+the service answers a shut-out address 401 with ``Retry-After`` without checking anything.
 Other addresses are never affected, a success forgets the address, and the table is bounded.
 """
 
@@ -239,6 +239,21 @@ class DigestAuthenticator:
         client's own nonce again when only its response was wrong (so a client that retries
         once per new nonce does not retry wrong credentials for ever)."""
         return self.challenge(stale=result.status is AuthStatus.STALE, nonce=result.nonce)
+
+    def refuse_unchecked(self, authorization: str | None) -> AuthResult:
+        """A BAD result for a request whose credentials are not even looked at (an address in
+        its back-off); it keeps the client's nonce when that is ours and fresh, as a wrong
+        password's does, so the client gives up instead of retrying with each new nonce."""
+        nonce = None
+        if authorization is not None and len(authorization) <= MAX_HEADER_LENGTH:
+            scheme, _, rest = authorization.strip().partition(" ")
+            params = parse_auth_params(rest) if scheme.lower() == "digest" else None
+            candidate = (params or {}).get("nonce")
+            age = self._nonce_age(candidate) if candidate else None
+            if age is not None and age <= self.nonce_lifetime:
+                nonce = candidate
+        return AuthResult(AuthStatus.BAD, reason="too many failures from this address",
+                          nonce=nonce)
 
     def check(self, method: str, authorization: str | None, uri: str | None = None) -> AuthResult:
         """Verify an ``Authorization`` header for ``method`` (and the request line's ``uri``,

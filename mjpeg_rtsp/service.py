@@ -16,7 +16,7 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .auth import AuthStatus, DigestAuthenticator
+from .auth import AuthBackoff, AuthResult, AuthStatus, DigestAuthenticator
 from .media import MediaError, MediaLibrary
 from .rtsp import (
     Dialect,
@@ -31,6 +31,8 @@ from .rtsp import (
     parse_port_range,
     parse_session_header,
     parse_transport,
+    valid_cseq,
+    valid_session_id,
 )
 from .sdp import MAX_RFC2435_DIMENSION, VideoDescription, build_sdp
 from .session import (
@@ -49,6 +51,8 @@ log = logging.getLogger(__name__)
 SERVER_NAME = "mjpeg-rtsp/0.1"
 PUBLIC_METHODS = ("OPTIONS", "DESCRIBE", "SETUP", "PLAY", "PAUSE", "TEARDOWN", "GET_PARAMETER")
 CONTROL_SUFFIX = "stream=0"
+# RTP over UDP (RTP/AVP, RTP/AVP/UDP), interleaved in RTSP (RTP/AVP/TCP), the textbook client's.
+TRANSPORT_PROTOCOLS = frozenset({"RTP/AVP", "RTP/AVP/UDP", "RTP/AVP/TCP", "RTP/UDP"})
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,11 @@ class ServerConfig:
     session_timeout: float = 60.0
     server_rtp_port: int = 0
     server_rtcp_port: int = 0
+    # One connection may not hold every session slot of the server.
+    max_sessions_per_connection: int = 8
+    # The textbook client sends nothing between requests, so only a session of its that is not
+    # playing (set up, paused, or played to the end) and has had no request for this long ends.
+    textbook_idle: float = 300.0
 
 
 @dataclass
@@ -96,21 +105,40 @@ class RtspService:
         config: ServerConfig,
         clock: Callable[[], float],
         authenticator: DigestAuthenticator | None = None,
+        auth_backoff: AuthBackoff | None = None,
     ) -> None:
         self.library = library
         self.registry = registry
         self.config = config
         self.clock = clock
         self.authenticator = authenticator
+        # Password guessing is slowed per address whenever authentication is on.
+        if auth_backoff is None and authenticator is not None:
+            auth_backoff = AuthBackoff()
+        self.auth_backoff = auth_backoff
 
     # --- entry points ---------------------------------------------------------------------
 
     def handle(self, request: Request, conn: Connection) -> Reply:
-        """Answer one request; never raises for anything the peer sent."""
-        headers = Headers([("CSeq", request.cseq or "0")])
+        """Answer one request; never raises for anything the peer sent.
+
+        An unexpected exception is a bug, but the peer still gets an answer (500) and the
+        connection and its other sessions live on."""
         try:
-            if request.cseq is None or not request.cseq.strip().isdigit():
-                raise RtspError("missing or invalid CSeq header")
+            return self._handle(request, conn)
+        except Exception:
+            log.exception("%s %s from %s: internal error", request.method,
+                          request.target[:120], conn.peer_ip)
+            return self.error_reply(
+                RtspError("internal error", status=RtspStatus.INTERNAL_SERVER_ERROR),
+                request.cseq, request.dialect,
+            )
+
+    def _handle(self, request: Request, conn: Connection) -> Reply:
+        headers = Headers([("CSeq", valid_cseq(request.cseq) or "0")])
+        try:
+            if valid_cseq(request.cseq) is None:
+                raise RtspError("missing or invalid CSeq header (1 to 10 digits)")
             if self.authenticator is not None and request.method != "OPTIONS":
                 denied = self._authenticate(request, conn)
                 if denied is not None:
@@ -140,12 +168,30 @@ class RtspService:
 
     def _authenticate(self, request: Request, conn: Connection) -> Reply | None:
         """None when the request carries valid credentials, else the 401 reply (RFC 7826
-        section 19; OPTIONS is never asked for them). Textbook clients cannot authenticate."""
+        section 19; OPTIONS is never asked for them). Textbook clients cannot authenticate.
+
+        An address in its back-off gets 401 with Retry-After, its credentials not even
+        checked, so guessing goes no faster than the back-off allows (and a client reports
+        what it would for a wrong password)."""
+        backoff = self.auth_backoff
+        wait = backoff.retry_after(conn.peer_ip, self.clock()) if backoff is not None else 0.0
+        if wait > 0:
+            log.debug("%s %s from %s: 401 unchecked, authentication back-off for %.1f s",
+                      request.method, request.target[:120], conn.peer_ip, wait)
+            result = self.authenticator.refuse_unchecked(request.headers.get("Authorization"))
+            return self._unauthorized(request, result, ("Retry-After", str(math.ceil(wait))))
         result = self.authenticator.check(
             request.method, request.headers.get("Authorization"), request.target
         )
         if result.ok:
+            if backoff is not None:
+                backoff.succeeded(conn.peer_ip)
             return None
+        if result.status is AuthStatus.BAD and backoff is not None:
+            delay = backoff.failed(conn.peer_ip, self.clock())
+            if delay > 0:
+                log.warning("%s: repeated authentication failures, refused for %.1f s",
+                            conn.peer_ip, delay)
         user = repr(result.user[:64]) if result.user is not None else "(none)"
         if result.status is AuthStatus.BAD:
             log.info("%s %s from %s: authentication failed for user %s: %s", request.method,
@@ -153,9 +199,13 @@ class RtspService:
         else:
             log.debug("%s %s from %s: 401 (%s, user %s)", request.method, request.target[:120],
                       conn.peer_ip, result.reason, user)
+        return self._unauthorized(request, result)
+
+    def _unauthorized(self, request: Request, result: AuthResult, *extra: tuple[str, str]) -> Reply:
         headers = Headers([
-            ("CSeq", request.cseq or "0"),
+            ("CSeq", valid_cseq(request.cseq) or "0"),
             ("WWW-Authenticate", self.authenticator.challenge_for(result)),
+            *extra,
             ("Server", SERVER_NAME),
         ])
         return Reply(Response(int(RtspStatus.UNAUTHORIZED), headers), request.dialect)
@@ -167,11 +217,13 @@ class RtspService:
         dialect: Dialect,
         request_headers: Headers | None = None,
     ) -> Reply:
-        headers = Headers([("CSeq", cseq or "0")])
+        headers = Headers([("CSeq", valid_cseq(cseq) or "0")])
         session_id = None
         if request_headers is not None and request_headers.get("Session"):
             session_id = parse_session_header(request_headers.get("Session") or "")
-            if dialect is Dialect.STANDARD:
+            if not valid_session_id(session_id):
+                session_id = None  # not an id we could have given: never echoed
+            elif dialect is Dialect.STANDARD:
                 headers.add("Session", session_id)
         if error.status == RtspStatus.OPTION_NOT_SUPPORTED and request_headers is not None:
             headers.add("Unsupported", request_headers.get("Require") or "")
@@ -181,9 +233,13 @@ class RtspService:
         return Reply(Response(int(error.status), headers), dialect, session_id)
 
     def expire_sessions(self, sessions: list[Session]) -> list[EndSession]:
-        """Sessions (of one connection) whose keep-alive timed out."""
+        """Sessions (of one connection) whose keep-alive timed out, and textbook sessions
+        left idle while not playing (see :meth:`Session.expired`)."""
         now = self.clock()
-        return [EndSession(s, "timed out") for s in sessions if s.expired(now)]
+        return [
+            EndSession(s, "timed out" if s.uses_keepalive else "idle (not playing)")
+            for s in sessions if s.expired(now)
+        ]
 
     def note_receiver_report(self, session: Session) -> None:
         session.receiver_reports += 1
@@ -253,10 +309,27 @@ class RtspService:
                     "a session plays one file", status=RtspStatus.METHOD_NOT_VALID_IN_THIS_STATE
                 )
             with existing.lock:
-                existing.transport = choice
+                if choice != existing.transport:
+                    # RFC 2326 section 10.4: a server may refuse to change the transport of a
+                    # playing stream (455). Otherwise the change is applied: the next PLAY
+                    # sends to the new destination, nothing more goes to the old one.
+                    if existing.state is SessionState.PLAYING:
+                        raise RtspError(
+                            "SETUP cannot change the transport while playing: PAUSE first",
+                            status=RtspStatus.METHOD_NOT_VALID_IN_THIS_STATE,
+                        )
+                    existing.transport = choice
+                    existing.sink = None
                 existing.touch(self.clock())
             session = existing
         else:
+            held = len(self.registry.for_connection(conn.id))
+            if held >= self.config.max_sessions_per_connection:
+                raise RtspError(
+                    f"this connection holds {held} sessions already (at most "
+                    f"{self.config.max_sessions_per_connection})",
+                    status=RtspStatus.SERVICE_UNAVAILABLE,
+                )
             try:
                 session = self.registry.add(
                     lambda session_id: Session(
@@ -271,6 +344,7 @@ class RtspService:
                         connection_id=conn.id,
                         timeout=self.config.session_timeout,
                         last_activity=self.clock(),
+                        idle_timeout=self.config.textbook_idle,
                     )
                 )
             except SessionLimitError as exc:
@@ -296,8 +370,10 @@ class RtspService:
                 except RangeError as exc:
                     raise RtspError(str(exc), status=RtspStatus.INVALID_RANGE) from None
             total = session.frame_count
+            # Compare in seconds first: start * fps may overflow to inf for huge values.
             if start is not None:
-                first = min(math.floor(start * session.fps + 1e-6), total)
+                first = total if start >= session.duration else min(
+                    math.floor(start * session.fps + 1e-6), total)
                 if first >= total:
                     raise RtspError(
                         f"start {start:.3f} s is past the end ({session.duration:.3f} s)",
@@ -306,7 +382,10 @@ class RtspService:
                 session.position = first
             elif session.position >= total:
                 session.position = 0  # played to the end: PLAY starts over
-            stop = total if end is None else min(total, math.ceil(end * session.fps - 1e-6))
+            if end is None or end >= session.duration:
+                stop = total
+            else:
+                stop = min(total, math.ceil(end * session.fps - 1e-6))
             if stop <= session.position:
                 raise RtspError("empty range", status=RtspStatus.INVALID_RANGE)
             session.stop_frame = stop
@@ -363,7 +442,8 @@ class RtspService:
         value = request.headers.get("Session")
         if value is None or (request.dialect is Dialect.TEXTBOOK and value.strip() == "0"):
             return None  # the textbook client sends "Session: 0" before it has one
-        session = self.registry.get(parse_session_header(value))
+        session_id = parse_session_header(value)
+        session = self.registry.get(session_id) if valid_session_id(session_id) else None
         if session is None:
             raise RtspError("unknown session", status=RtspStatus.SESSION_NOT_FOUND)
         session.touch(self.clock())
@@ -390,12 +470,21 @@ class RtspService:
             path = target
             base_url = target
         else:
-            parsed = urllib.parse.urlsplit(target)
+            try:
+                parsed = urllib.parse.urlsplit(target)
+            except ValueError as exc:  # e.g. "rtsp://[::1/x": an unclosed IPv6 literal
+                raise RtspError(f"bad request URL {target[:120]!r}: {exc}") from None
             if parsed.scheme.lower() not in ("rtsp", "rtspu", "rtsps") or not parsed.netloc:
                 raise RtspError(f"bad request URL {target[:120]!r}")
             path = parsed.path
             netloc = parsed.netloc.rsplit("@", 1)[-1]  # never echo credentials
             base_url = f"{parsed.scheme}://{netloc}{path.rstrip('/')}"
+        try:
+            # The media library decodes the path again; refuse what it could not decode here,
+            # where the answer is a status (overlong UTF-8 such as %c0%ae is invalid too).
+            urllib.parse.unquote(path, errors="strict")
+        except UnicodeDecodeError:
+            raise RtspError(f"bad percent-encoding in {target[:120]!r} (not UTF-8)") from None
         stripped = path.rstrip("/")
         if stripped.endswith("/" + CONTROL_SUFFIX):
             stripped = stripped[: -len(CONTROL_SUFFIX) - 1]
@@ -409,8 +498,8 @@ class RtspService:
         for spec in parse_transport(header):
             protocol = spec.protocol.upper()
             lower = spec.lower_transport
-            if not protocol.startswith("RTP/AVP") and protocol != "RTP/UDP":
-                reasons.append(f"{spec.protocol}: unsupported profile")
+            if protocol not in TRANSPORT_PROTOCOLS:
+                reasons.append(f"{spec.protocol[:40]}: unsupported profile")
                 continue
             if spec.is_multicast:
                 reasons.append(f"{spec.protocol}: multicast not offered")
@@ -426,13 +515,14 @@ class RtspService:
                         reasons.append("UDP without client_port")
                         continue
                     rtp, rtcp = parse_port_range(ports)
-                    if rtp == 0:
-                        reasons.append("client_port 0")
-                        continue
                     if protocol == "RTP/UDP":
                         rtcp = None  # the textbook client has no RTCP port
                     elif rtcp is None:
-                        rtcp = rtp + 1
+                        rtcp = rtp + 1  # RFC 3550 section 11: RTCP on the next port
+                    if rtp == 0 or rtcp == 0 or (rtcp is not None and not rtp < rtcp <= 65535):
+                        reasons.append(f"client_port {ports[:40]}: RTP needs a port of 1..65534 "
+                                       "and RTCP a higher one up to 65535")
+                        continue
                     # RTP goes only to the peer that set the session up; destination= is ignored.
                     return TransportChoice(LowerTransport.UDP, conn.peer_ip, rtp, rtcp), spec
                 if lower == "TCP":
@@ -440,8 +530,9 @@ class RtspService:
                     if channels:
                         low, high = parse_port_range(channels)
                         high = low + 1 if high is None else high
-                        if low > 255 or high > 255:
-                            raise ValueError("channel out of range")
+                        if not low < high <= 255:
+                            raise ValueError(f"interleaved={channels[:40]}: channels must be "
+                                             "a pair of 0..255, RTP below RTCP")
                     else:
                         low, high = 0, 1
                     while low in taken_channels or high in taken_channels:
@@ -465,15 +556,16 @@ class RtspService:
     def _transport_reply(self, spec: TransportSpec, session: Session) -> str:
         t = session.transport
         ssrc = f"ssrc={session.ssrc:08X}"
+        protocol = spec.protocol.upper()  # one of TRANSPORT_PROTOCOLS, never the peer's bytes
         if t.lower is LowerTransport.INTERLEAVED:
             return f"RTP/AVP/TCP;unicast;interleaved={t.rtp_channel}-{t.rtcp_channel};{ssrc}"
         if t.rtcp_port is None:
             return (
-                f"{spec.protocol};unicast;client_port={t.rtp_port};"
+                f"{protocol};unicast;client_port={t.rtp_port};"
                 f"server_port={self.config.server_rtp_port}"
             )
         return (
-            f"{spec.protocol};unicast;client_port={t.rtp_port}-{t.rtcp_port};"
+            f"{protocol};unicast;client_port={t.rtp_port}-{t.rtcp_port};"
             f"server_port={self.config.server_rtp_port}-{self.config.server_rtcp_port};{ssrc}"
         )
 

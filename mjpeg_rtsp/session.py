@@ -89,6 +89,7 @@ class Session:
     connection_id: int
     timeout: float
     last_activity: float
+    idle_timeout: float = 300.0  # textbook sessions: see expired()
     ssrc: int = field(default_factory=lambda: secrets.randbits(32))
     next_seq: int = 0
     timestamp_base: int = field(default_factory=lambda: secrets.randbits(32))
@@ -112,7 +113,7 @@ class Session:
 
     @property
     def uses_keepalive(self) -> bool:
-        # The textbook client never sends keep-alives; its session lives as long as its connection.
+        # The textbook client never sends keep-alives: see expired().
         return self.dialect is Dialect.STANDARD
 
     @property
@@ -135,7 +136,14 @@ class Session:
         self.last_activity = now
 
     def expired(self, now: float) -> bool:
-        return self.uses_keepalive and now - self.last_activity > self.timeout
+        """A standard session without keep-alive for ``timeout``; a textbook session that is
+        not playing (set up, paused or played to the end) without a request for
+        ``idle_timeout``. A playing textbook session never expires: its client sends nothing
+        while it watches."""
+        if self.uses_keepalive:
+            return now - self.last_activity > self.timeout
+        idle = now - self.last_activity
+        return self.state is not SessionState.PLAYING and idle > self.idle_timeout
 
 
 class SessionLimitError(Exception):

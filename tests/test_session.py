@@ -260,11 +260,20 @@ def test_keepalive_and_timeout(service, clock):
     assert ended.session is session and ended.reason == "timed out"
 
 
-def test_textbook_session_never_times_out(service, clock):
+def test_textbook_session_never_times_out_while_playing(service, clock):
+    """Its client sends nothing while it watches; only a session that is not playing idles out
+    (after ServerConfig.textbook_idle, 300 s by default, without a request)."""
     reply = call(service, "SETUP", "movie.Mjpeg", Transport="RTP/UDP; client_port= 25000")
     session = service.registry.get(reply.session_id)
+    assert call(service, "PLAY", "movie.Mjpeg", Session=session.id).response.status == 200
     clock.now += 10_000
     assert service.expire_sessions([session]) == []
+    assert call(service, "PAUSE", "movie.Mjpeg", Session=session.id).response.status == 200
+    clock.now += 300
+    assert service.expire_sessions([session]) == []
+    clock.now += 1
+    [ended] = service.expire_sessions([session])
+    assert ended.session is session and ended.reason == "idle (not playing)"
 
 
 def test_session_ids_are_decimal_and_unpredictable():
