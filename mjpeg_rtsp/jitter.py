@@ -8,13 +8,14 @@ place, groups them into frames and hands each frame out at its *playout time* on
 sender's RTP clock. Everything is pure: the caller passes every arrival time and the current
 time as float seconds; there are no sockets, threads or clocks here.
 
-* **Extended numbers.** 16-bit sequence numbers and 32-bit timestamps wrap. A
-  :class:`SequenceUnwrapper` turns them into unbounded integers by choosing, for each new
-  value, the candidate nearest to the highest value seen so far (the RFC 3550 appendix A.1
-  idea of ``cycles`` + ``max_seq``). A packet more than ``MAX_DROPOUT`` sequence numbers
-  *behind* the highest one is not reordering but a sender restart; as in A.1 the buffer
-  re-synchronises when the next packet follows it (the pair is then renumbered to continue
-  right after the highest sequence number, so the restart is not counted as loss).
+* **Extended numbers.** 16-bit sequence numbers follow RFC 3550 appendix A.1, the rule
+  the statistics use too (:class:`~mjpeg_rtsp.rtp.SequenceTracker`): a gap of fewer than
+  ``MAX_DROPOUT`` is loss, up to ``MAX_MISORDER`` behind is reordering or a duplicate, and
+  anything else is a jump that is held back until the next packet follows it: then the
+  sender restarted, and the pair is renumbered to continue right after the highest
+  sequence number (a restart is not counted as loss); otherwise the jump is ignored.
+  32-bit timestamps are unwrapped to the extension nearest the highest one seen
+  (:class:`~mjpeg_rtsp.rtp.SequenceUnwrapper`).
 * **Frames.** Packets of one frame share an RTP timestamp and the last one carries the
   marker bit (RFC 3550 section 5.1; RFC 2435 section 3). A frame is *complete* when its
   marker packet is present, every sequence number from its first packet to the marker is
@@ -64,63 +65,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .limits import MAX_BUFFERED_BYTES
-from .rtp import JPEG_CLOCK_RATE, RtpPacket
+from .rtp import (
+    JPEG_CLOCK_RATE,
+    RtpPacket,
+    SequenceTracker,
+    SequenceUnwrapper,
+    SeqVerdict,
+)
 
 __all__ = [
-    "MAX_DROPOUT",
     "JitterBuffer",
     "MediaFrame",
-    "SequenceUnwrapper",
     "starts_jpeg_frame",
 ]
 
-#: A packet this many sequence numbers behind the highest one is a restart, not reordering
-#: (RFC 3550 appendix A.1 uses the same constant for forward jumps).
-MAX_DROPOUT = 3000
 _INTERVAL_SAMPLES = 16
 _RECENT_TIMESTAMPS = 16
-
-
-class SequenceUnwrapper:
-    """Map wrapping counters (16-bit RTP sequence numbers by default) to unbounded ints.
-
-    Each value is placed at the extension nearest to the highest extended value seen so far,
-    in the spirit of RFC 3550 appendix A.1 (``cycles`` + ``max_seq``): ``65535, 0`` gives
-    ``65535, 65536``; a packet from just before the wrap that arrives after it (``0, 65535``
-    after ``65534``) gives ``65535``. A jump of half the range or more is read as going
-    backwards. The first value is returned unchanged, so values before it may be negative.
-    ``bits=32`` unwraps RTP timestamps.
-    """
-
-    def __init__(self, bits: int = 16) -> None:
-        self._modulus = 1 << bits
-        self._half = self._modulus >> 1
-        self._highest: int | None = None
-
-    @property
-    def highest(self) -> int | None:
-        """The highest extended value returned so far (None before the first)."""
-        return self._highest
-
-    def peek(self, value: int) -> int:
-        """The extended value :meth:`unwrap` would return, without recording it."""
-        if not 0 <= value < self._modulus:
-            raise ValueError(f"value {value} out of range 0..{self._modulus - 1}")
-        if self._highest is None:
-            return value
-        delta = (value - self._highest + self._half) % self._modulus - self._half
-        return self._highest + delta
-
-    def unwrap(self, seq: int) -> int:
-        """Return the extended value of ``seq`` and remember it if it is the highest."""
-        extended = self.peek(seq)
-        if self._highest is None or extended > self._highest:
-            self._highest = extended
-        return extended
-
-    def reset(self) -> None:
-        """Forget everything; the next value is taken as it is."""
-        self._highest = None
 
 
 def starts_jpeg_frame(packet: RtpPacket) -> bool:
@@ -226,7 +186,7 @@ class JitterBuffer:
     def reset(self) -> None:
         """Start afresh for a new PLAY (RFC 2326 section 10.5): forget pending frames, timing
         and sequence state; keep the counters. Pending frames are discarded uncounted."""
-        self._seqs = SequenceUnwrapper(16)
+        self._seqs = SequenceTracker()
         self._timestamps = SequenceUnwrapper(32)
         self._seq_offset = 0
         self._highest: int | None = None
@@ -248,25 +208,23 @@ class JitterBuffer:
     def push(self, packet: RtpPacket, arrival: float) -> None:
         """Add one received packet that arrived at ``arrival`` seconds.
 
-        A packet far behind the highest sequence number (more than :data:`MAX_DROPOUT`) is
-        held back; if the next packet follows it, both are accepted as the start of a
-        restarted sequence (RFC 3550 appendix A.1 ``bad_seq`` logic), otherwise it is
-        ignored.
+        Sequence numbers follow RFC 3550 appendix A.1 (:class:`~mjpeg_rtsp.rtp.
+        SequenceTracker`): a very large jump is held back; if the next packet follows it,
+        both are accepted as a restarted sequence, renumbered to continue right after the
+        highest one (a restart is not loss); otherwise it is ignored.
         """
         self.packets_received += 1
-        if self._highest is not None:
-            extended = self._seqs.peek(packet.sequence_number) + self._seq_offset
-            if extended < self._highest - MAX_DROPOUT:
-                held = self._candidate
-                if held is None or packet.sequence_number != (held[0].sequence_number + 1) & 0xFFFF:
-                    self._candidate = (packet, arrival)
-                    return
-                self._candidate = None
-                self._seqs = SequenceUnwrapper(16)
-                self._seq_offset = self._highest + 1 - held[0].sequence_number
-                self._accept(*held)
-        self._candidate = None
-        self._accept(packet, arrival)
+        verdict, extended = self._seqs.update(packet.sequence_number)
+        if verdict is SeqVerdict.JUMP:
+            self._candidate = (packet, arrival)
+            return
+        held, self._candidate = self._candidate, None
+        if verdict is SeqVerdict.RESTART:
+            highest = self._highest if self._highest is not None else extended - 1
+            self._seq_offset = highest + 2 - extended
+            if held is not None:
+                self._accept(*held, extended - 1 + self._seq_offset)
+        self._accept(packet, arrival, extended + self._seq_offset)
 
     def pop(self, now: float) -> list[MediaFrame]:
         """Retire every frame due at ``now`` (and any frame before it in sequence order).
@@ -306,8 +264,7 @@ class JitterBuffer:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _accept(self, packet: RtpPacket, arrival: float) -> None:
-        ext_seq = self._seqs.unwrap(packet.sequence_number) + self._seq_offset
+    def _accept(self, packet: RtpPacket, arrival: float, ext_seq: int) -> None:
         if ext_seq in self._seen:
             self.packets_duplicate += 1
             return

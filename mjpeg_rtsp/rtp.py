@@ -44,6 +44,7 @@ Wire format (RFC 3550 section 5.1, header extension section 5.3.1)::
 
 from __future__ import annotations
 
+import enum
 import struct
 from dataclasses import dataclass
 
@@ -286,3 +287,105 @@ def ts_add(a: int, b: int) -> int:
 def ts_diff(a: int, b: int) -> int:
     """Signed distance ``a - b`` between 32-bit RTP timestamps, in [-2**31, 2**31 - 1]."""
     return ((a - b + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+
+
+class SeqVerdict(enum.Enum):
+    """What RFC 3550 appendix A.1 ``update_seq`` makes of one sequence number."""
+
+    FIRST = "first"  # the source's first packet
+    AHEAD = "ahead"  # the next one, or after a gap of fewer than MAX_DROPOUT
+    BEHIND = "behind"  # a duplicate or reordered packet, at most MAX_MISORDER behind
+    JUMP = "jump"  # a very large jump: ignored unless the next packet follows it
+    RESTART = "restart"  # it followed a jump: the source restarted at this number
+
+
+#: RFC 3550 appendix A.1 constants.
+MAX_DROPOUT = 3000
+MAX_MISORDER = 100
+
+
+class SequenceTracker:
+    """RFC 3550 appendix A.1 sequence-number tracking, the one rule for the receive path.
+
+    :meth:`update` classifies each 16-bit sequence number (:class:`SeqVerdict`) and gives
+    its extended value: ``cycles`` (counted when the number wraps forward) plus the number;
+    a reordered packet from before a wrap gets the previous cycle. After a confirmed
+    restart the extended numbering starts again at the restarting packet's own number, and
+    the held packet before it was that number minus one. Probation of new sources
+    (``MIN_SEQUENTIAL``) is left out: the first packet starts the source.
+    """
+
+    def __init__(self) -> None:
+        self._max: int | None = None
+        self._cycles = 0
+        self._bad: int | None = None
+
+    @property
+    def extended_max(self) -> int | None:
+        """The extended highest sequence number (``cycles + max_seq``), None before any."""
+        return None if self._max is None else self._cycles + self._max
+
+    def update(self, seq: int) -> tuple[SeqVerdict, int | None]:
+        """Classify ``seq``; its extended number, None for a jump (which counts for nothing)."""
+        check_uint("sequence number", seq, 16)
+        if self._max is None:
+            self._start(seq)
+            return SeqVerdict.FIRST, seq
+        udelta = (seq - self._max) & 0xFFFF
+        if udelta < MAX_DROPOUT:
+            if seq < self._max:
+                self._cycles += 1 << 16  # wrapped forward
+            self._max = seq
+            return SeqVerdict.AHEAD, self._cycles + seq
+        if udelta <= (1 << 16) - MAX_MISORDER:
+            if seq != self._bad:
+                self._bad = (seq + 1) & 0xFFFF
+                return SeqVerdict.JUMP, None
+            self._start(seq)  # two sequential packets after a jump: the source restarted
+            return SeqVerdict.RESTART, seq
+        return SeqVerdict.BEHIND, self._cycles + self._max - ((1 << 16) - udelta)
+
+    def _start(self, seq: int) -> None:
+        self._max, self._cycles, self._bad = seq, 0, None
+
+
+class SequenceUnwrapper:
+    """Map wrapping counters (16-bit RTP sequence numbers by default) to unbounded ints.
+
+    Each value is placed at the extension nearest to the highest extended value seen so far,
+    in the spirit of RFC 3550 appendix A.1 (``cycles`` + ``max_seq``): ``65535, 0`` gives
+    ``65535, 65536``; a packet from just before the wrap that arrives after it (``0, 65535``
+    after ``65534``) gives ``65535``. A jump of half the range or more is read as going
+    backwards. The first value is returned unchanged, so values before it may be negative.
+    ``bits=32`` unwraps RTP timestamps.
+    """
+
+    def __init__(self, bits: int = 16) -> None:
+        self._modulus = 1 << bits
+        self._half = self._modulus >> 1
+        self._highest: int | None = None
+
+    @property
+    def highest(self) -> int | None:
+        """The highest extended value returned so far (None before the first)."""
+        return self._highest
+
+    def peek(self, value: int) -> int:
+        """The extended value :meth:`unwrap` would return, without recording it."""
+        if not 0 <= value < self._modulus:
+            raise ValueError(f"value {value} out of range 0..{self._modulus - 1}")
+        if self._highest is None:
+            return value
+        delta = (value - self._highest + self._half) % self._modulus - self._half
+        return self._highest + delta
+
+    def unwrap(self, seq: int) -> int:
+        """Return the extended value of ``seq`` and remember it if it is the highest."""
+        extended = self.peek(seq)
+        if self._highest is None or extended > self._highest:
+            self._highest = extended
+        return extended
+
+    def reset(self) -> None:
+        """Forget everything; the next value is taken as it is."""
+        self._highest = None

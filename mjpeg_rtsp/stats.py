@@ -6,7 +6,8 @@ Theory of operation
 shown (``on_frame``), each with the time the caller read from its own clock; it reads no
 clock itself.
 
-* **Sequence tracking** follows RFC 3550 appendix A.1: ``base_seq``, ``max_seq`` and
+* **Sequence tracking** follows RFC 3550 appendix A.1 (:class:`~mjpeg_rtsp.rtp.
+  SequenceTracker`, shared with the jitter buffer): ``base_seq``, ``max_seq`` and
   ``cycles`` (a multiple of 65536, counted when the sequence number wraps forward) give the
   extended highest sequence number. A packet up to ``MAX_DROPOUT`` ahead of ``max_seq``
   advances it; one more than ``MAX_MISORDER`` behind (or ``MAX_DROPOUT`` or more ahead) is a
@@ -37,14 +38,9 @@ from .rtcp import (
     dlsr_from_seconds,
     ntp_middle32,
 )
-from .rtp import JPEG_CLOCK_RATE, ts_diff
+from .rtp import JPEG_CLOCK_RATE, SequenceTracker, SeqVerdict, ts_diff
 
-__all__ = ["MAX_DROPOUT", "MAX_MISORDER", "ReceiverStats"]
-
-#: RFC 3550 appendix A.1 constants.
-MAX_DROPOUT = 3000
-MAX_MISORDER = 100
-_SEQ_MOD = 1 << 16
+__all__ = ["ReceiverStats"]
 
 
 class ReceiverStats:
@@ -60,11 +56,8 @@ class ReceiverStats:
         self.packets_received = 0
         self.frames_displayed = 0
         self.last_frame_size = 0
-        self._started = False
+        self._seqs = SequenceTracker()
         self._base_seq = 0
-        self._max_seq = 0
-        self._cycles = 0
-        self._bad_seq: int | None = None
         self._expected_prior = 0
         self._received_prior = 0
         self._jitter = 0.0
@@ -86,23 +79,11 @@ class ReceiverStats:
 
         ``size`` is the payload size in bytes (for the bit rate).
         """
-        if not 0 <= seq < _SEQ_MOD:
-            raise ValueError(f"sequence number {seq} out of range 0..65535")
-        if not self._started:
-            self._init_seq(seq)
-            self._started = True
-        else:
-            udelta = (seq - self._max_seq) % _SEQ_MOD
-            if udelta < MAX_DROPOUT:
-                if seq < self._max_seq:
-                    self._cycles += _SEQ_MOD  # wrapped forward
-                self._max_seq = seq
-            elif udelta <= _SEQ_MOD - MAX_MISORDER:
-                if seq != self._bad_seq:
-                    self._bad_seq = (seq + 1) % _SEQ_MOD
-                    return  # a very large jump: wait for confirmation
-                self._init_seq(seq)  # two sequential packets: the source restarted
-            # else: duplicate or reordered packet
+        verdict, _ = self._seqs.update(seq)
+        if verdict is SeqVerdict.JUMP:
+            return  # a very large jump: wait for confirmation
+        if verdict in (SeqVerdict.FIRST, SeqVerdict.RESTART):
+            self._init_seq(seq)  # the first packet, or two sequential ones after a jump
         self.packets_received += 1
         self._update_jitter(timestamp, arrival)
         self._bytes.append((arrival, size))
@@ -128,12 +109,13 @@ class ReceiverStats:
     @property
     def extended_max(self) -> int:
         """Extended highest sequence number received (``cycles + max_seq``, A.1)."""
-        return self._cycles + self._max_seq
+        highest = self._seqs.extended_max
+        return 0 if highest is None else highest
 
     @property
     def expected(self) -> int:
         """Packets expected: ``extended_max - base_seq + 1`` (A.3); 0 before any packet."""
-        if not self._started:
+        if self._seqs.extended_max is None:
             return 0
         return self.extended_max - self._base_seq + 1
 
@@ -248,11 +230,9 @@ class ReceiverStats:
     # -- internals -------------------------------------------------------------------------
 
     def _init_seq(self, seq: int) -> None:
-        """RFC 3550 appendix A.1 ``init_seq``: (re)start sequence tracking at ``seq``."""
+        """RFC 3550 appendix A.1 ``init_seq``: (re)start the counts at ``seq`` (the tracker has
+        restarted its numbering there)."""
         self._base_seq = seq
-        self._max_seq = seq
-        self._bad_seq = None
-        self._cycles = 0
         self.packets_received = 0
         self._received_prior = 0
         self._expected_prior = 0

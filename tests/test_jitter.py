@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mjpeg_rtsp.jitter import JitterBuffer, MediaFrame, SequenceUnwrapper, starts_jpeg_frame
+from mjpeg_rtsp.jitter import JitterBuffer, MediaFrame, starts_jpeg_frame
+from mjpeg_rtsp.rtp import SequenceUnwrapper
 from mjpeg_rtsp.rtp import RtpPacket
 
 RATE = 90000
