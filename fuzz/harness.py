@@ -21,6 +21,13 @@ from mjpeg_rtsp.client import (
     parse_rtsp_url,
     textbook_target,
 )
+from mjpeg_rtsp.headers import (
+    RangeError,
+    parse_npt_range,
+    parse_port_range,
+    parse_session_header,
+    parse_transport,
+)
 from mjpeg_rtsp.jpeg import JpegError, find_frame_end, scan_jpeg
 from mjpeg_rtsp.media import MediaError, MjpegFile
 from mjpeg_rtsp.rfc2435 import JpegDepacketizer, Rfc2435Error
@@ -31,15 +38,10 @@ from mjpeg_rtsp.rtsp import (
     MAX_HEADER_BYTES,
     MAX_HEADERS,
     NEED_DATA,
-    RangeError,
     Request,
     Response,
     RtspError,
     RtspReader,
-    parse_npt_range,
-    parse_port_range,
-    parse_session_header,
-    parse_transport,
 )
 from mjpeg_rtsp.sdp import SdpError, parse_sdp
 

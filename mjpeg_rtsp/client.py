@@ -21,18 +21,15 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 from .auth import digest_ha1, digest_response, parse_auth_params
-from .rtsp import (
-    Dialect,
-    Headers,
+from .headers import (
     RangeError,
-    Request,
-    Response,
-    format_request,
     parse_npt_range,
     parse_port_range,
     parse_session_header,
+    parse_session_timeout,
     parse_transport,
 )
+from .rtsp import Dialect, Headers, Request, Response, format_request
 from .sdp import SdpError, parse_sdp
 
 USER_AGENT = "mjpeg-rtsp-player/0.1"
@@ -150,17 +147,6 @@ def _bounded_int(text: str | None, maximum: int) -> int | None:
         return None
     value = int(text)
     return value if value <= maximum else None
-
-
-def parse_session_timeout(value: str) -> float | None:
-    """The ``;timeout=`` of a Session header in seconds (RFC 2326 12.37), None when absent or
-    not a positive number of seconds (``0``, ``-5``, ``1e308``, thousands of digits)."""
-    match = re.search(r";\s*timeout\s*=\s*([^;\s]*)", value)
-    if match is None or not re.fullmatch(r"[0-9]{1,9}(\.[0-9]{0,6})?", match.group(1)):
-        return None
-    seconds = float(match.group(1))
-    # Keep-alives go at half the timeout: under a second, one second (not a flood).
-    return max(seconds, 1.0) if seconds > 0 else None
 
 
 def parse_framerate(value: str | None) -> float | None:

@@ -26,6 +26,9 @@ header value, so nothing a peer sent can break a reply's framing.
 Replies are formatted by :func:`format_response`; in the textbook dialect the
 layout is fixed (status line, ``CSeq``, ``Session``) because that client reads
 them by line index.
+
+This module frames messages and keeps header values as strings; what one
+value means (Transport, Session, Range, CSeq) is :mod:`mjpeg_rtsp.headers`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ import enum
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+
+from .headers import header_value
 
 MAX_HEADER_BYTES = 8192
 MAX_HEADERS = 64
@@ -195,10 +200,7 @@ _END_OF_HEADERS = re.compile(_LINE_END + _LINE_END)
 _LINE_SPLIT = re.compile(r"\r\n|\r|\n")
 # Control characters other than HTAB (RFC 2326 section 15: CTL); never valid in a header block.
 _CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_CTL_RUN = re.compile(r"[\x00-\x1f\x7f]+")
 _UNSAFE_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
-_CSEQ = re.compile(r"[0-9]{1,10}")
-_SESSION_ID = re.compile(r"[A-Za-z0-9$\-_.+]{1,128}")
 _REQUEST_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_\-]*) +(\S+) +(\S+)")
 _STATUS_LINE = re.compile(r"(RTSP/\d+\.\d+) +(\d{3})(?: +(.*))?")
 _VERSION = re.compile(r"RTSP/(\d+)\.(\d+)")
@@ -388,24 +390,6 @@ def _sniff_cseq(head: bytes | bytearray) -> str | None:
     return match.group(1).decode() if match else None
 
 
-def valid_cseq(value: str | None) -> str | None:
-    """``value`` when it is a CSeq fit to echo (1 to 10 ASCII digits), else None."""
-    if value is None:
-        return None
-    value = value.strip()
-    return value if _CSEQ.fullmatch(value) else None
-
-
-def valid_session_id(value: str) -> bool:
-    """RFC 2326 section 3.4: ``1*( ALPHA | DIGIT | safe )``; at most 128 characters here."""
-    return _SESSION_ID.fullmatch(value) is not None
-
-
-def header_value(value: str) -> str:
-    """``value`` fit for a header line: every run of control characters becomes one space."""
-    return _CTL_RUN.sub(" ", value).strip() if _CTL_RUN.search(value) else value
-
-
 def _header_lines(headers: Iterable[tuple[str, str]]) -> list[str]:
     lines = []
     for name, value in headers:
@@ -516,109 +500,3 @@ def _phrase(status: int) -> str:
         return RtspStatus(status).phrase
     except ValueError:
         return "Unknown"
-
-
-# --- Header values -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TransportSpec:
-    """One alternative of a Transport header (RFC 2326 section 12.39)."""
-
-    protocol: str  # "RTP/AVP", "RTP/AVP/UDP", "RTP/AVP/TCP", "RTP/UDP" (textbook), ...
-    params: tuple[tuple[str, str | None], ...]
-
-    def param(self, name: str) -> str | None:
-        for key, value in self.params:
-            if key == name.lower():
-                return value if value is not None else ""
-        return None
-
-    @property
-    def lower_transport(self) -> str:
-        parts = self.protocol.upper().split("/")
-        if parts[:2] == ["RTP", "AVP"]:
-            return parts[2] if len(parts) > 2 else "UDP"
-        if parts == ["RTP", "UDP"]:
-            return "UDP"
-        return "?"
-
-    @property
-    def is_multicast(self) -> bool:
-        return self.param("multicast") is not None
-
-
-def parse_transport(value: str) -> list[TransportSpec]:
-    """Split a Transport header into its comma-separated alternatives."""
-    specs = []
-    for alternative in value.split(","):
-        parts = [p.strip() for p in alternative.split(";")]
-        if not parts[0]:
-            continue
-        params = []
-        for part in parts[1:]:
-            if not part:
-                continue
-            key, sep, val = part.partition("=")
-            params.append((key.strip().lower(), val.strip() if sep else None))
-        specs.append(TransportSpec(parts[0], tuple(params)))
-    return specs
-
-
-_PORT_RANGE = re.compile(r"\s*([0-9]{1,5})\s*(?:-\s*([0-9]{1,5})\s*)?")
-
-
-def parse_port_range(value: str) -> tuple[int, int | None]:
-    """``25000`` or ``5000-5001`` (client_port, server_port, interleaved): ASCII digits only
-    (int() would also take ``1_000`` and other scripts' digits), each 0..65535."""
-    match = _PORT_RANGE.fullmatch(value)
-    if match is None:
-        raise ValueError(f"bad port range {value[:40]!r}")
-    low = int(match.group(1))
-    high = int(match.group(2)) if match.group(2) is not None else None
-    if low > 65535 or (high is not None and high > 65535):
-        raise ValueError(f"port out of range in {value[:40]!r}")
-    return low, high
-
-
-def parse_session_header(value: str) -> str:
-    """The session id of a Session header, without ``;timeout=``."""
-    return value.split(";", 1)[0].strip()
-
-
-class RangeError(ValueError):
-    pass
-
-
-def parse_npt_range(value: str) -> tuple[float | None, float | None]:
-    """Parse ``npt=START-[END]`` (RFC 2326 section 3.6); ``now`` and a missing start give None."""
-    unit, sep, spec = value.strip().partition("=")
-    if not sep or unit.strip().lower() != "npt":
-        raise RangeError(f"only npt ranges are supported, got {value[:60]!r}")
-    start_text, dash, end_text = spec.partition("-")
-    if not dash:
-        raise RangeError(f"range {value[:60]!r} has no '-'")
-    return _npt_time(start_text), _npt_time(end_text)
-
-
-# RFC 2326 section 3.6: npt-sec = 1*DIGIT [ "." *DIGIT ]; npt-hhmmss = npt-hh ":" npt-mm ":"
-# npt-ss [ "." *DIGIT ] with minutes and seconds 0..59. No exponents, signs, inf or nan.
-_NPT_SEC = re.compile(r"([0-9]+)(?:\.([0-9]*))?")
-_NPT_HHMMSS = re.compile(r"([0-9]+):([0-9]{1,2}):([0-9]{1,2})(?:\.([0-9]*))?")
-MAX_NPT_CHARS = 32
-
-
-def _npt_time(text: str) -> float | None:
-    text = text.strip()
-    if text in ("", "now"):
-        return None
-    if len(text) > MAX_NPT_CHARS:
-        raise RangeError(f"npt time of {len(text)} characters (at most {MAX_NPT_CHARS})")
-    sec = _NPT_SEC.fullmatch(text)
-    if sec is not None:
-        return float(text)
-    hms = _NPT_HHMMSS.fullmatch(text)
-    if hms is None or int(hms.group(2)) > 59 or int(hms.group(3)) > 59:
-        raise RangeError(f"bad npt time {text!r}")
-    fraction = float("0." + hms.group(4)) if hms.group(4) else 0.0
-    return int(hms.group(1)) * 3600 + int(hms.group(2)) * 60 + int(hms.group(3)) + fraction

@@ -17,15 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .auth import AuthBackoff, AuthResult, AuthStatus, DigestAuthenticator
-from .media import MediaError, MediaLibrary
-from .rtsp import (
-    Dialect,
-    Headers,
+from .headers import (
     RangeError,
-    Request,
-    Response,
-    RtspError,
-    RtspStatus,
     TransportSpec,
     parse_npt_range,
     parse_port_range,
@@ -34,6 +27,8 @@ from .rtsp import (
     valid_cseq,
     valid_session_id,
 )
+from .media import MediaError, MediaLibrary
+from .rtsp import Dialect, Headers, Request, Response, RtspError, RtspStatus
 from .sdp import MAX_RFC2435_DIMENSION, VideoDescription, build_sdp
 from .session import (
     LowerTransport,

@@ -13,21 +13,23 @@ from conftest import RtspTestClient, arrivals_after_drain, udp_pair, wait_for
 from test_textbook import TextbookClient
 
 from mjpeg_rtsp.auth import AuthBackoff, digest_ha1, digest_response
+from mjpeg_rtsp.headers import (
+    RangeError,
+    parse_npt_range,
+    parse_port_range,
+    valid_cseq,
+    valid_session_id,
+)
 from mjpeg_rtsp.rtsp import (
     NEED_DATA,
     Dialect,
     Headers,
-    RangeError,
     Request,
     Response,
     RtspError,
     RtspReader,
     format_request,
     format_response,
-    parse_npt_range,
-    parse_port_range,
-    valid_cseq,
-    valid_session_id,
 )
 
 

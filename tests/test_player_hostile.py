@@ -30,9 +30,9 @@ from mjpeg_rtsp.client import (
     RtspClient,
     parse_framerate,
     parse_rtsp_url,
-    parse_session_timeout,
 )
 from mjpeg_rtsp.controller import ControllerOptions, PlayerController
+from mjpeg_rtsp.headers import parse_session_timeout
 from mjpeg_rtsp.jitter import JitterBuffer
 from mjpeg_rtsp.jpeg import JpegError, frame_size, scan_jpeg
 from mjpeg_rtsp.limits import MAX_DECODE_PIXELS, MAX_FRAME_PIXELS, FrameTooLargeError

@@ -6,12 +6,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mjpeg_rtsp.headers import (
+    RangeError,
+    parse_npt_range,
+    parse_port_range,
+    parse_session_header,
+    parse_transport,
+)
 from mjpeg_rtsp.rtsp import (
     NEED_DATA,
     Dialect,
     Headers,
     InterleavedFrame,
-    RangeError,
     RemoteProtocolError,
     Request,
     Response,
@@ -21,10 +27,6 @@ from mjpeg_rtsp.rtsp import (
     format_interleaved,
     format_request,
     format_response,
-    parse_npt_range,
-    parse_port_range,
-    parse_session_header,
-    parse_transport,
 )
 
 DESCRIBE = (
