@@ -250,9 +250,6 @@ class RtspClient:
         request = Request(method, target, headers,
                           dialect=Dialect.TEXTBOOK if textbook else Dialect.STANDARD)
         self._pending[self._cseq] = (method, request)
-        if textbook:
-            lines = [f"{method} {target} RTSP/1.0"] + [f"{k}: {v}" for k, v in headers]
-            return "\n".join(lines).encode()
         return format_request(request)
 
     def _aggregate(self) -> str:

@@ -25,7 +25,8 @@ header value, so nothing a peer sent can break a reply's framing.
 
 Replies are formatted by :func:`format_response`; in the textbook dialect the
 layout is fixed (status line, ``CSeq``, ``Session``) because that client reads
-them by line index.
+them by line index. :func:`format_request` writes a request in its own
+``dialect``: the textbook one is exactly what the course's client sends.
 
 This module frames messages and keeps header values as strings; what one
 value means (Transport, Session, Range, CSeq) is :mod:`mjpeg_rtsp.headers`.
@@ -477,7 +478,13 @@ def format_response(
 
 
 def format_request(request: Request) -> bytes:
-    """Serialise a request (standard dialect; the textbook layout is the caller's string)."""
+    """Serialise a request in its ``dialect``.
+
+    Standard: CRLF line ends and a blank line. Textbook: the bytes the course's
+    client sends, ``\\n`` line ends and no blank line (so the receiver completes it
+    when the socket goes quiet), the headers in the order given; a body, should
+    one be given, follows its Content-Length and a blank line.
+    """
     headers = [(k, v) for k, v in request.headers if k.lower() != "content-length"]
     if request.body:
         headers.append(("Content-Length", str(len(request.body))))
@@ -485,6 +492,9 @@ def format_request(request: Request) -> bytes:
     target = _UNSAFE_IN_TARGET.sub(lambda m: f"%{ord(m.group()):02X}", request.target)
     lines = [f"{request.method} {target} {request.version}"]
     lines += _header_lines(headers)
+    if request.dialect is Dialect.TEXTBOOK:
+        text = "\n".join(lines).encode()
+        return text + b"\n\n" + request.body if request.body else text
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + request.body
 
 
