@@ -13,7 +13,9 @@ watch it. Two layouts are read:
 The layout is recognised from the content. Indexing reads the file in chunks
 (no mmap: a file truncated under a mapping would kill the process with
 SIGBUS); frames are then read with ``os.pread``. A malformed or truncated file
-raises :class:`MediaError` with a message that says where and why.
+raises :class:`UnsupportedMediaError` with a message that says where and why;
+each kind of :class:`MediaError` says what went wrong, not how to answer it
+(the RTSP service maps kinds to statuses).
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from dataclasses import dataclass
 from . import rfc2435
 from .jpeg import MAX_REENCODE_PIXELS, JpegError, JpegInfo, JpegTruncatedError, scan_jpeg
 from .rtp import RTP_HEADER_SIZE
-from .rtsp import RtspStatus
 
 log = logging.getLogger(__name__)
 
@@ -53,22 +54,30 @@ _ZEROS = bytes(_READ_CHUNK)
 
 
 class MediaError(Exception):
-    """A media file that cannot be served, with the RTSP status to answer."""
+    """A media file that cannot be served; the subclass says why, the message where.
 
-    def __init__(self, message: str, status: RtspStatus = RtspStatus.UNSUPPORTED_MEDIA_TYPE):
-        super().__init__(message)
-        self.status = status
+    Media knows nothing of RTSP: the service maps each kind to the status it answers.
+    """
 
     def copy(self) -> MediaError:
         """The same error, fresh, to raise again (a remembered one would grow a traceback)."""
-        return type(self)(str(self), self.status)
+        return type(self)(str(self))
+
+
+class MediaNotFoundError(MediaError):
+    """No such file to serve: missing, outside the media folder, not a regular file, unreadable."""
+
+
+class UnsupportedMediaError(MediaError):
+    """The file is not Motion-JPEG, is malformed or truncated, or no frame can be sent."""
 
 
 class MediaChangedError(MediaError):
     """The file was truncated or rewritten after it was indexed."""
 
-    def __init__(self, message: str, status: RtspStatus = RtspStatus.NOT_FOUND):
-        super().__init__(message, status)
+
+class MediaIndexingError(MediaError):
+    """Indexing failed unexpectedly (a bug, logged where it happened), for requests that waited."""
 
 
 class MjpegLayout(enum.Enum):
@@ -96,7 +105,9 @@ def detect_layout(head: bytes, name: str) -> MjpegLayout:
     digits = head[:TEXTBOOK_LENGTH_DIGITS]
     if len(digits) == TEXTBOOK_LENGTH_DIGITS and digits.isdigit() and head[5:7] == b"\xff\xd8":
         return MjpegLayout.TEXTBOOK
-    raise MediaError(f"{name}: not a Motion-JPEG file (neither .Mjpeg length prefixes nor JPEGs)")
+    raise UnsupportedMediaError(
+        f"{name}: not a Motion-JPEG file (neither .Mjpeg length prefixes nor JPEGs)"
+    )
 
 
 class _ChunkReader:
@@ -136,21 +147,21 @@ def build_index(fd: int, size: int, name: str) -> FrameIndex:
             data, at = reader.window(position, TEXTBOOK_LENGTH_DIGITS)
             digits = data[at : at + TEXTBOOK_LENGTH_DIGITS]
             if len(digits) < TEXTBOOK_LENGTH_DIGITS or not digits.isdigit():
-                raise MediaError(
+                raise UnsupportedMediaError(
                     f"{name}: frame {number} at byte {position}: expected 5 length digits, "
                     f"found {bytes(digits)!r}"
                 )
             length = int(digits)
             start = position + TEXTBOOK_LENGTH_DIGITS
             if start + length > size:
-                raise MediaError(
+                raise UnsupportedMediaError(
                     f"{name}: truncated: frame {number} at byte {position} needs {length} bytes, "
                     f"only {size - start} remain"
                 )
             data, at = reader.window(start, length)
             info = _scan(data, at, name, number, start)
             if info.end - at != length:
-                raise MediaError(
+                raise UnsupportedMediaError(
                     f"{name}: frame {number} at byte {start}: the JPEG ends after "
                     f"{info.end - at} bytes but its length prefix says {length}"
                 )
@@ -165,7 +176,7 @@ def build_index(fd: int, size: int, name: str) -> FrameIndex:
         lengths.append(length)
         flags.append(_frame_flags(info))
     if not offsets:
-        raise MediaError(f"{name}: no frames")
+        raise UnsupportedMediaError(f"{name}: no frames")
     return FrameIndex(layout, offsets, lengths, width, height, flags)
 
 
@@ -192,12 +203,12 @@ def _scan_raw_frame(
             if len(data) - at >= limit:
                 why = "truncated" if limit < MAX_FRAME_BYTES else (
                     f"larger than {MAX_FRAME_BYTES >> 20} MiB or truncated")
-                raise MediaError(
+                raise UnsupportedMediaError(
                     f"{name}: frame {number} at byte {start} is corrupt or {why}: {exc}"
                 ) from None
             need = min(max(need * 4, len(data) - at + 1), limit)
         except JpegError as exc:
-            raise MediaError(
+            raise UnsupportedMediaError(
                 f"{name}: frame {number} at byte {start} is corrupt or truncated: {exc}"
             ) from None
 
@@ -229,7 +240,9 @@ def _skip_padding(reader: _ChunkReader, position: int, name: str, number: int) -
             data, at = reader.window(position - 1, 2)
             if data[at : at + 2] == b"\xff\xd8":
                 return position - 1
-        raise MediaError(f"{name}: unexpected bytes after frame {number} at byte {position}")
+        raise UnsupportedMediaError(
+            f"{name}: unexpected bytes after frame {number} at byte {position}"
+        )
     return size
 
 
@@ -249,7 +262,7 @@ def _scan(data: bytes, at: int, name: str, number: int, offset: int) -> JpegInfo
     try:
         return scan_jpeg(data, at)
     except JpegError as exc:
-        raise MediaError(f"{name}: frame {number} at byte {offset}: {exc}") from None
+        raise UnsupportedMediaError(f"{name}: frame {number} at byte {offset}: {exc}") from None
 
 
 class MjpegFile:
@@ -262,7 +275,7 @@ class MjpegFile:
         try:
             st = os.fstat(self._fd)
             if not stat.S_ISREG(st.st_mode):
-                raise MediaError(f"{self.name}: not a regular file", RtspStatus.NOT_FOUND)
+                raise MediaNotFoundError(f"{self.name}: not a regular file")
             self.signature = (st.st_ino, st.st_size, st.st_mtime_ns)
             self.index = build_index(self._fd, st.st_size, self.name)
         except BaseException:
@@ -314,7 +327,7 @@ class MjpegFile:
         return data
 
     def check_unchanged(self) -> None:
-        """MediaChangedError (404) if the file was rewritten or truncated since indexing."""
+        """MediaChangedError if the file was rewritten or truncated since indexing."""
         if not self.changed:
             st = os.fstat(self._fd)
             self.changed = (st.st_ino, st.st_size, st.st_mtime_ns) != self.signature
@@ -345,16 +358,16 @@ class MjpegFile:
         return self.frame_count - self.index.flags.count(FLAG_REENCODE | FLAG_UNDELIVERABLE)
 
     def check_deliverable(self, raw: bool) -> None:
-        """MediaError (415) when no frame of the file can be sent in that payload format."""
+        """UnsupportedMediaError when no frame of the file can be sent in that payload format."""
         if self.deliverable_frames(raw):
             return
         if raw:
-            raise MediaError(
+            raise UnsupportedMediaError(
                 f"{self.name}: every frame is larger than one datagram (the smallest is "
                 f"{min(self.index.lengths)} bytes, the limit {MAX_DATAGRAM_JPEG}); the textbook "
                 "client cannot receive it, a standard RTSP client can"
             )
-        raise MediaError(
+        raise UnsupportedMediaError(
             f"{self.name}: no frame can be sent as RFC 2435: they are {self.width}x"
             f"{self.height} and would need re-encoding, which is limited to "
             f"{MAX_REENCODE_PIXELS} pixels"
@@ -448,9 +461,9 @@ class MediaLibrary:
         self._lock = threading.Lock()  # guards the three maps, never held while indexing
 
     def resolve_path(self, request_path: str) -> tuple[str, str]:
-        """(real path, name under the root) of a URL path; MediaError 404 outside the root."""
+        """(real path, name under the root) of a URL path; MediaNotFoundError outside the root."""
         name = urllib.parse.unquote(request_path, errors="strict").strip("/")
-        not_found = MediaError(f"{request_path[:200]!r}: not found", RtspStatus.NOT_FOUND)
+        not_found = MediaNotFoundError(f"{request_path[:200]!r}: not found")
         segments = name.split("/")
         if (
             not name
@@ -468,7 +481,7 @@ class MediaLibrary:
         return real, name
 
     def open(self, request_path: str) -> MjpegFile:
-        """The shared, indexed file for a request path (MediaError 404/415 when it cannot be).
+        """The shared, indexed file for a request path (a MediaError when it cannot be).
 
         Indexing runs outside the library's lock: requests for other files go on meanwhile,
         and concurrent requests for the same file wait for that one indexing and share its
@@ -478,7 +491,7 @@ class MediaLibrary:
         try:
             st = os.stat(real)
         except OSError:
-            raise MediaError(f"{name}: not found", RtspStatus.NOT_FOUND) from None
+            raise MediaNotFoundError(f"{name}: not found") from None
         signature = (st.st_ino, st.st_size, st.st_mtime_ns)
         with self._lock:
             media = self._files.get(real)
@@ -510,10 +523,8 @@ class MediaLibrary:
                     self._failed.pop(real, None)
                 elif pending.error is not None:
                     self._failed[real] = (signature, pending.error)
-                else:  # an unexpected error: the owner reports it, waiters answer 500
-                    pending.error = MediaError(
-                        f"{name}: cannot be indexed", RtspStatus.INTERNAL_SERVER_ERROR
-                    )
+                else:  # an unexpected error: the owner reports it, waiters get a MediaIndexingError
+                    pending.error = MediaIndexingError(f"{name}: cannot be indexed")
             pending.media = media
             pending.done.set()
         return media
@@ -522,7 +533,7 @@ class MediaLibrary:
         try:
             media = MjpegFile(real, name, self._cache_bytes)
         except OSError as exc:
-            raise MediaError(f"{name}: cannot read: {exc.strerror}", RtspStatus.NOT_FOUND) from None
+            raise MediaNotFoundError(f"{name}: cannot read: {exc.strerror}") from None
         log.info(
             "indexed %s: %d frames, %dx%d (%s layout)",
             name, media.frame_count, media.width, media.height, media.index.layout.value,

@@ -27,7 +27,14 @@ from .headers import (
     valid_cseq,
     valid_session_id,
 )
-from .media import MediaError, MediaLibrary
+from .media import (
+    MediaChangedError,
+    MediaError,
+    MediaIndexingError,
+    MediaLibrary,
+    MediaNotFoundError,
+    UnsupportedMediaError,
+)
 from .rtsp import Dialect, Headers, Request, Response, RtspError, RtspStatus
 from .sdp import MAX_RFC2435_DIMENSION, VideoDescription, build_sdp
 from .session import (
@@ -92,6 +99,23 @@ class Connection:
     local_ip: str = "127.0.0.1"
 
 
+# The one place a kind of media error becomes an RTSP status (media.py knows nothing of RTSP).
+MEDIA_STATUS: dict[type[MediaError], RtspStatus] = {
+    MediaNotFoundError: RtspStatus.NOT_FOUND,
+    MediaChangedError: RtspStatus.NOT_FOUND,  # SETUP it again
+    UnsupportedMediaError: RtspStatus.UNSUPPORTED_MEDIA_TYPE,
+    MediaIndexingError: RtspStatus.INTERNAL_SERVER_ERROR,
+}
+
+
+def media_status(exc: MediaError) -> RtspStatus:
+    """The status answering ``exc``: its kind's, else (a kind not listed) 500."""
+    for kind in type(exc).__mro__:
+        if kind in MEDIA_STATUS:
+            return MEDIA_STATUS[kind]
+    return RtspStatus.INTERNAL_SERVER_ERROR
+
+
 class RtspService:
     def __init__(
         self,
@@ -154,9 +178,10 @@ class RtspService:
             log.info("%s %s -> %d %s", request.method, request.target[:120], exc.status, exc)
             return self.error_reply(exc, request.cseq, request.dialect, request.headers)
         except MediaError as exc:
-            log.warning("%s %s -> %d %s", request.method, request.target[:120], exc.status, exc)
+            status = media_status(exc)
+            log.warning("%s %s -> %d %s", request.method, request.target[:120], status, exc)
             return self.error_reply(
-                RtspError(str(exc), status=exc.status), request.cseq, request.dialect,
+                RtspError(str(exc), status=status), request.cseq, request.dialect,
                 request.headers,
             )
         return reply
