@@ -9,8 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mjpeg_rtsp.jitter import JitterBuffer, MediaFrame, starts_jpeg_frame
-from mjpeg_rtsp.rtp import SequenceUnwrapper
-from mjpeg_rtsp.rtp import RtpPacket
+from mjpeg_rtsp.rtp import RtpPacket, SequenceUnwrapper
 
 RATE = 90000
 STEP = 3600  # 25 fps at 90 kHz
