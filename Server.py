@@ -37,14 +37,9 @@ from mjpeg_rtsp.rtsp import (
     format_response,
 )
 from mjpeg_rtsp.service import RtspService, ServerConfig
-from mjpeg_rtsp.session import Session, SessionRegistry, SessionState
-from mjpeg_rtsp.streaming import (
-    PacingScheduler,
-    UdpEndpoint,
-    describe_receiver_reports,
-    rtcp_bye,
-)
-from ServerWorker import ServerWorker
+from mjpeg_rtsp.session import SessionRegistry
+from mjpeg_rtsp.streaming import Streamer
+from ServerWorker import ServerWorker, WorkerSettings
 
 log = logging.getLogger("Server")
 
@@ -93,8 +88,9 @@ class StreamingServer:
         authenticator = DigestAuthenticator(users, clock=clock) if users is not None else None
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.listener = socket.create_server((host, port), family=family, backlog=64)
+        self.registry = SessionRegistry(max_sessions, lock=threading.Lock())
         try:
-            self.udp = UdpEndpoint(host, family, self._on_rtcp, gso)
+            self.streamer = Streamer(self.registry, host, family, max_payload, gso, clock)
         except OSError:
             self.listener.close()
             raise
@@ -104,21 +100,21 @@ class StreamingServer:
         self.refused_connections = 0
         self.port = self.listener.getsockname()[1]
         self.library = MediaLibrary(root)
-        self.registry = SessionRegistry(max_sessions)
         self.config = ServerConfig(
             fps=fps,
             max_payload=max_payload,
             session_timeout=session_timeout,
-            server_rtp_port=self.udp.rtp_port,
-            server_rtcp_port=self.udp.rtcp_port,
+            server_rtp_port=self.streamer.rtp_port,
+            server_rtcp_port=self.streamer.rtcp_port,
             max_sessions_per_connection=max_sessions_per_connection,
             textbook_idle=textbook_idle,
         )
         self.service = RtspService(
-            self.library, self.registry, self.config, clock, authenticator, auth_backoff
+            self.library, self.registry, self.config, clock, authenticator, auth_backoff,
+            new_guard=threading.RLock,
         )
-        self.scheduler = PacingScheduler(max_payload, clock)
-        self.stopping = False
+        self.stopping = threading.Event()
+        self.worker_settings = WorkerSettings(idle_timeout, self.stopping.is_set)
         self._workers: dict[int, tuple[threading.Thread, ServerWorker]] = {}
         self._workers_lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -136,14 +132,12 @@ class StreamingServer:
 
     def start(self) -> None:
         """Start the pacing and RTCP threads and accept connections in a thread of its own."""
-        self.scheduler.start()
-        self.udp.start()
+        self.streamer.run()
         self._accept_thread = threading.Thread(target=self._accept_loop, name="accept", daemon=True)
         self._accept_thread.start()
 
     def serve_forever(self) -> None:
-        self.scheduler.start()
-        self.udp.start()
+        self.streamer.run()
         self._accept_loop()
 
     def _accept_loop(self) -> None:
@@ -151,7 +145,7 @@ class StreamingServer:
         with selectors.DefaultSelector() as selector:
             selector.register(self.listener, selectors.EVENT_READ)
             try:
-                while not self.stopping:
+                while not self.stopping.is_set():
                     for key, _ in selector.select(timeout=0.25):
                         if key.fileobj is self.listener:
                             self._accept(selector, refusals)
@@ -236,7 +230,8 @@ class StreamingServer:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(self.config.session_timeout)  # bounds a send to a stalled client
         connection_id = next(self._ids)
-        worker = ServerWorker(self, sock, address, connection_id)
+        worker = ServerWorker(self.service, self.streamer, self.worker_settings, sock, address,
+                              connection_id)
         thread = threading.Thread(
             target=self._run_worker, args=(worker,), name=f"rtsp-{connection_id}", daemon=True
         )
@@ -255,7 +250,7 @@ class StreamingServer:
 
     def shutdown(self) -> None:
         """Tear every session down, close every connection and socket, stop the threads."""
-        self.stopping = True
+        self.stopping.set()
         if self._accept_thread is not None:
             self._accept_thread.join(timeout=2)
         with self._workers_lock:
@@ -267,38 +262,8 @@ class StreamingServer:
                 pass
         for thread, _ in workers:
             thread.join(timeout=5)
-        for session in self.registry.all():
-            self.end_session(session, "server shutting down")
-        self.scheduler.stop()
-        self.udp.stop()
+        self.streamer.stop()
         self.listener.close()
-
-    # --- sessions -------------------------------------------------------------------------
-
-    def end_session(self, session: Session, reason: str) -> None:
-        if not self.registry.remove(session):
-            return
-        with session.lock:
-            session.state = SessionState.INIT
-            session.generation += 1
-            sink, session.sink = session.sink, None
-            if sink is not None and session.uses_rtcp and session.packets_sent:
-                timestamp = session.rtp_timestamp(session.position)
-                sink.send_rtcp(rtcp_bye(session, time.time(), timestamp, reason))
-        log.info(
-            "session %s ended (%s): %d frames, %d packets sent, %d dropped, %d receiver reports",
-            session.id, reason, session.frames_sent, session.packets_sent,
-            session.packets_dropped, session.receiver_reports,
-        )
-
-    def _on_rtcp(self, address: tuple, packets: list) -> None:
-        session = self.registry.find_by_rtcp_source(address[0], address[1])
-        if session is None:
-            log.debug("RTCP from unknown source %s", address)
-            return
-        self.service.note_receiver_report(session)
-        log.debug("session %s: RTCP %s", session.id, describe_receiver_reports(packets))
-
 
 def default_media_root() -> str:
     """The current directory when it holds media files (as in a checkout), else the folder of
@@ -434,17 +399,18 @@ def main(argv: list[str] | None = None) -> int:
     def stop(signum, frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)
-    urls = server.urls()
-    print(f"RTSP server listening on port {server.port}, media folder {server.library.root}")
-    if users is not None:
-        print(f"authentication on: Digest, realm {server.service.authenticator.realm!r}, "
-              f"{len(users)} user(s); OPTIONS is open; textbook clients cannot log in")
-    for url in urls or [f"rtsp://127.0.0.1:{server.port}/<file>.mjpeg (no media files found)"]:
-        print(f"  {url}")
-    sys.stdout.flush()
-    log.info("UDP segmentation offload %s", "on" if server.udp.gso else "off")
+    # From here on a Ctrl+C (or SIGTERM), however early, stops the server cleanly.
     try:
+        signal.signal(signal.SIGTERM, stop)
+        urls = server.urls()
+        print(f"RTSP server listening on port {server.port}, media folder {server.library.root}")
+        if users is not None:
+            print(f"authentication on: Digest, realm {server.service.authenticator.realm!r}, "
+                  f"{len(users)} user(s); OPTIONS is open; textbook clients cannot log in")
+        for url in urls or [f"rtsp://127.0.0.1:{server.port}/<file>.mjpeg (no media files found)"]:
+            print(f"  {url}")
+        sys.stdout.flush()
+        log.info("UDP segmentation offload %s", "on" if server.streamer.udp.gso else "off")
         server.serve_forever()
     except KeyboardInterrupt:
         pass

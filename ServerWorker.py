@@ -2,8 +2,9 @@
 
 The classic course design keeps one worker thread per client connection; so
 do we. The worker owns its socket. Protocol decisions are made by
-:class:`mjpeg_rtsp.service.RtspService`; this file only moves bytes and
-carries out the actions it returns.
+:class:`mjpeg_rtsp.service.RtspService`, delivery by
+:class:`mjpeg_rtsp.streaming.Streamer`; this file only moves bytes and carries
+out the actions the service returns. It knows nothing of the server around it.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import logging
 import selectors
 import socket
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from mjpeg_rtsp.rtcp import RtcpError, parse_compound
 from mjpeg_rtsp.rtsp import (
     NEED_DATA,
     Dialect,
@@ -24,12 +25,8 @@ from mjpeg_rtsp.rtsp import (
     RtspReader,
     format_response,
 )
-from mjpeg_rtsp.service import Connection, EndSession, Reply, StartStreaming
-from mjpeg_rtsp.session import LowerTransport
-from mjpeg_rtsp.streaming import ConnectionWriter, InterleavedSink, describe_receiver_reports
-
-if TYPE_CHECKING:
-    from Server import StreamingServer
+from mjpeg_rtsp.service import Connection, EndSession, Reply, RtspService, StartStreaming
+from mjpeg_rtsp.streaming import ConnectionWriter, Streamer
 
 log = logging.getLogger("ServerWorker")
 
@@ -44,11 +41,23 @@ RECV_SIZE = 65536
 _Selector = getattr(selectors, "PollSelector", selectors.DefaultSelector)
 
 
+@dataclass(frozen=True)
+class WorkerSettings:
+    idle_timeout: float  # a connection without a session closes after this long idle
+    stopping: Callable[[], bool]  # true once the server is shutting down
+
+
 class ServerWorker:
     def __init__(
-        self, server: StreamingServer, sock: socket.socket, address: tuple, connection_id: int
+        self,
+        service: RtspService,
+        streamer: Streamer,
+        settings: WorkerSettings,
+        sock: socket.socket,
+        address: tuple,
+        connection_id: int,
     ) -> None:
-        self.server = server
+        self.service, self.streamer, self.settings = service, streamer, settings
         self.sock = sock
         self.address = address
         local_ip = sock.getsockname()[0]
@@ -66,8 +75,8 @@ class ServerWorker:
         except OSError as exc:
             log.info("connection %d: %s", self.connection.id, exc)
         finally:
-            for session in self.server.registry.for_connection(self.connection.id):
-                self.server.end_session(session, "connection closed")
+            for session in self.streamer.sessions_of(self.connection.id):
+                self.streamer.end(session, "connection closed")
             self.writer.close()
             try:
                 self.sock.close()
@@ -82,7 +91,7 @@ class ServerWorker:
 
     def _serve_loop(self, selector: selectors.BaseSelector) -> None:
         next_check = time.monotonic() + POLL_INTERVAL
-        while not self.closing and not self.server.stopping:
+        while not self.closing and not self.settings.stopping():
             pending = self.reader.pending_textbook_message()
             readable = selector.select(TEXTBOOK_QUIET if pending else POLL_INTERVAL)
             if readable:
@@ -103,8 +112,8 @@ class ServerWorker:
 
     def _check_timeouts(self, now: float) -> bool:
         """End sessions without keep-alive; False when the connection itself has idled out."""
-        sessions = self.server.registry.for_connection(self.connection.id)
-        for action in self.server.service.expire_sessions(sessions):
+        sessions = self.streamer.sessions_of(self.connection.id)
+        for action in self.service.expire_sessions(sessions):
             session = action.session
             log.info("session %s: %s for %.0f s", session.id, action.reason,
                      session.timeout if session.uses_keepalive else session.idle_timeout)
@@ -112,11 +121,11 @@ class ServerWorker:
                 # The textbook client reads replies by line index and spins on a closed
                 # socket: keep its connection, so its next request gets a 454 it can parse.
                 self.keep_open = True
-            self.server.end_session(action.session, action.reason)
+            self.streamer.end(action.session, action.reason)
             sessions.remove(action.session)
         # A connection without a session must keep completing requests (slow senders too).
         idle = now - self.last_request
-        if not sessions and idle > self.server.idle_timeout and not self.keep_open:
+        if not sessions and idle > self.settings.idle_timeout and not self.keep_open:
             log.info("connection %d: no complete request for %.0f s, closing",
                      self.connection.id, idle)
             return False
@@ -128,7 +137,7 @@ class ServerWorker:
                 event = self.reader.next_event()
             except RtspError as exc:
                 log.info("connection %d: %s", self.connection.id, exc)
-                self._send(self.server.service.error_reply(exc, exc.cseq, exc.dialect))
+                self._send(self.service.error_reply(exc, exc.cseq, exc.dialect))
                 if exc.fatal:
                     self.closing = True
                 continue
@@ -137,42 +146,22 @@ class ServerWorker:
             if isinstance(event, Request):
                 self._answer(event)
             elif isinstance(event, InterleavedFrame):
-                self._interleaved(event)
+                self.streamer.interleaved_rtcp(self.connection.id, event.channel, event.data)
             # Responses from the client (to requests we never send) are ignored.
 
     def _answer(self, request: Request) -> None:
         self.last_request = time.monotonic()
-        reply = self.server.service.handle(request, self.connection)
+        reply = self.service.handle(request, self.connection)
         log.debug("%s %s -> %d", request.method, request.target, reply.response.status)
         self._send(reply)
         for action in reply.actions:
             if isinstance(action, StartStreaming):
-                session = action.session
-                if session.sink is None:
-                    if session.transport.lower is LowerTransport.INTERLEAVED:
-                        t = session.transport
-                        session.sink = InterleavedSink(self.writer, t.rtp_channel, t.rtcp_channel)
-                    else:
-                        session.sink = self.server.udp.sink(session)
-                self.server.scheduler.play(session)
+                self.streamer.start(action.session, self.writer)
             elif isinstance(action, EndSession):
-                self.server.end_session(action.session, action.reason)
+                self.streamer.end(action.session, action.reason)
 
     def _send(self, reply: Reply) -> None:
         data = format_response(reply.response, reply.dialect, reply.session_id)
         if reply.dialect is Dialect.TEXTBOOK:
             log.debug("reply (textbook dialect): %r", data)
         self.writer.send_reply(data)
-
-    def _interleaved(self, frame: InterleavedFrame) -> None:
-        for session in self.server.registry.for_connection(self.connection.id):
-            t = session.transport
-            if t.lower is LowerTransport.INTERLEAVED and frame.channel == t.rtcp_channel:
-                try:
-                    packets = parse_compound(frame.data)
-                except RtcpError as exc:
-                    log.debug("session %s: bad RTCP: %s", session.id, exc)
-                    return
-                self.server.service.note_receiver_report(session)
-                log.debug("session %s: RTCP %s", session.id, describe_receiver_reports(packets))
-                return

@@ -14,6 +14,7 @@ import logging
 import math
 import urllib.parse
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 from .auth import AuthBackoff, AuthResult, AuthStatus, DigestAuthenticator
@@ -125,11 +126,14 @@ class RtspService:
         clock: Callable[[], float],
         authenticator: DigestAuthenticator | None = None,
         auth_backoff: AuthBackoff | None = None,
+        new_guard: Callable[[], AbstractContextManager] = nullcontext,
     ) -> None:
         self.library = library
         self.registry = registry
         self.config = config
         self.clock = clock
+        # Each new session's guard (Session.guard): a lock from the threaded server.
+        self.new_guard = new_guard
         self.authenticator = authenticator
         # Password guessing is slowed per address whenever authentication is on.
         if auth_backoff is None and authenticator is not None:
@@ -261,10 +265,6 @@ class RtspService:
             for s in sessions if s.expired(now)
         ]
 
-    def note_receiver_report(self, session: Session) -> None:
-        session.receiver_reports += 1
-        session.touch(self.clock())
-
     # --- methods --------------------------------------------------------------------------
 
     def _options(self, request: Request, conn: Connection, headers: Headers) -> Reply:
@@ -328,7 +328,7 @@ class RtspService:
                 raise RtspError(
                     "a session plays one file", status=RtspStatus.METHOD_NOT_VALID_IN_THIS_STATE
                 )
-            with existing.lock:
+            with existing.guard:
                 if choice != existing.transport:
                     # RFC 2326 section 10.4: a server may refuse to change the transport of a
                     # playing stream (455). Otherwise the change is applied: the next PLAY
@@ -338,8 +338,7 @@ class RtspService:
                             "SETUP cannot change the transport while playing: PAUSE first",
                             status=RtspStatus.METHOD_NOT_VALID_IN_THIS_STATE,
                         )
-                    existing.transport = choice
-                    existing.sink = None
+                    existing.transport = choice  # the streamer makes a new sink for it
                 existing.touch(self.clock())
             session = existing
         else:
@@ -365,6 +364,7 @@ class RtspService:
                         timeout=self.config.session_timeout,
                         last_activity=self.clock(),
                         idle_timeout=self.config.textbook_idle,
+                        guard=self.new_guard(),
                     )
                 )
             except SessionLimitError as exc:
@@ -380,7 +380,7 @@ class RtspService:
     def _play(self, request: Request, conn: Connection, headers: Headers) -> Reply:
         session = self._required_session(request, "PLAY")
         session.media.check_unchanged()  # type: ignore[attr-defined]
-        with session.lock:
+        with session.guard:
             start: float | None = None
             end: float | None = None
             range_header = request.headers.get("Range")
@@ -409,8 +409,7 @@ class RtspService:
             if stop <= session.position:
                 raise RtspError("empty range", status=RtspStatus.INVALID_RANGE)
             session.stop_frame = stop
-            session.state = SessionState.PLAYING
-            session.generation += 1
+            session.apply("PLAY")
             session.touch(self.clock())
             headers.add("Session", self._session_header(session))
             headers.add(
@@ -429,19 +428,16 @@ class RtspService:
 
     def _pause(self, request: Request, conn: Connection, headers: Headers) -> Reply:
         session = self._required_session(request, "PAUSE")
-        with session.lock:
-            if session.state is SessionState.PLAYING:
-                session.state = SessionState.READY
-                session.generation += 1
+        with session.guard:
+            session.apply("PAUSE")
             session.touch(self.clock())
             headers.add("Session", self._session_header(session))
             return self._ok(request, headers, session)
 
     def _teardown(self, request: Request, conn: Connection, headers: Headers) -> Reply:
         session = self._required_session(request, "TEARDOWN")
-        with session.lock:
-            session.state = SessionState.INIT
-            session.generation += 1
+        # The session ends when the driver carries out EndSession (Streamer.end), after
+        # this reply has gone: one place ends sessions, whatever the reason.
         headers.add("Session", session.id)
         reply = self._ok(request, headers, session)
         reply.actions.append(EndSession(session, "TEARDOWN"))

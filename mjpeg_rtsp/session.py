@@ -1,20 +1,26 @@
 """RTSP sessions: the state machine as data, per-session stream state, the registry.
 
 Theory of operation: RFC 2326 appendix A.2 gives the server's states; here
-they are the table :data:`TRANSITIONS`, ``(state, method) -> new state``. A
-pair missing from the table is answered 455 and leaves the state as it was.
-A :class:`Session` also carries what its stream needs (SSRC, next sequence
-number, RTP timestamp base, next frame); the pacing scheduler changes those
-under ``session.lock`` and skips work queued for an older ``generation``, so a
-PAUSE or a new PLAY takes effect at once without the scheduler being told.
+they are the table :data:`TRANSITIONS`, ``(state, event) -> new state``, where an
+event is a method or :data:`STREAM_ENDED` (a PLAY range played out, or its
+delivery failed). A pair missing from the table is answered 455 and leaves the
+state as it was. :meth:`Session.apply` and :meth:`Session.end` are the only
+writers of ``state`` and ``generation``: every event that starts or stops
+delivery moves the generation on, and the pacing scheduler drops work queued
+for an older generation, so a PAUSE or a new PLAY takes effect at once without
+the scheduler being told. A session also carries what its stream needs (SSRC,
+next sequence number, RTP timestamp base, next frame), changed by the service
+and the scheduler inside ``session.guard``: a context manager the driver
+supplies (a lock in the threaded server, nothing in single-threaded tests), so
+this module needs no threads.
 """
 
 from __future__ import annotations
 
 import enum
 import secrets
-import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 from .rtsp import Dialect
@@ -27,6 +33,8 @@ class SessionState(enum.Enum):
 
 
 S = SessionState
+#: Not a method: the stream of a PLAY has ended (played to its end, or its delivery failed).
+STREAM_ENDED = "stream ended"
 # RFC 2326 A.2 for a play-only server; methods that never change state are listed too.
 # A session exists from SETUP to TEARDOWN, so Init accepts only SETUP.
 TRANSITIONS: dict[tuple[SessionState, str], SessionState] = {
@@ -38,7 +46,10 @@ TRANSITIONS: dict[tuple[SessionState, str], SessionState] = {
     (S.PLAYING, "PLAY"): S.PLAYING,
     (S.PLAYING, "PAUSE"): S.READY,
     (S.PLAYING, "TEARDOWN"): S.INIT,
+    (S.PLAYING, STREAM_ENDED): S.READY,
 }
+# Events that start or stop delivery: each one makes queued deliveries stale.
+DELIVERY_EVENTS = frozenset({"PLAY", "PAUSE", "TEARDOWN", STREAM_ENDED})
 STATELESS_METHODS = frozenset({"OPTIONS", "DESCRIBE", "GET_PARAMETER"})
 for _state in SessionState:
     for _method in STATELESS_METHODS:
@@ -48,6 +59,10 @@ for _state in SessionState:
 def next_state(state: SessionState, method: str) -> SessionState | None:
     """The state after ``method`` in ``state``, or None when the method is not valid there."""
     return TRANSITIONS.get((state, method))
+
+
+class InvalidTransitionError(Exception):
+    """An event that the session's state does not allow (the service answers 455)."""
 
 
 class PayloadFormat(enum.Enum):
@@ -102,8 +117,8 @@ class Session:
     frames_sent: int = 0
     packets_dropped: int = 0
     receiver_reports: int = 0
-    sink: object | None = None  # set by the driver when streaming starts
-    lock: threading.RLock = field(default_factory=threading.RLock)
+    # Held while the stream state above changes (see the module docstring).
+    guard: AbstractContextManager = field(default_factory=nullcontext, repr=False)
 
     def __post_init__(self) -> None:
         if self.payload_format is PayloadFormat.RAW_JPEG:
@@ -132,6 +147,31 @@ class Session:
         """One 90 kHz timestamp per frame, from its position in the file."""
         return (self.timestamp_base + round(frame * 90000 / self.fps)) & 0xFFFFFFFF
 
+    def apply(self, event: str) -> SessionState:
+        """Take ``event`` (a method or :data:`STREAM_ENDED`) through :data:`TRANSITIONS`:
+        the one place, with :meth:`end`, where state and generation change."""
+        new = TRANSITIONS.get((self.state, event))
+        if new is None:
+            raise InvalidTransitionError(f"{event} not valid in state {self.state.value}")
+        if event in DELIVERY_EVENTS:
+            self.generation += 1
+        self.state = new
+        return new
+
+    def stream_ended(self, generation: int) -> bool:
+        """The delivery started at ``generation`` has ended; False when a later event
+        (PAUSE, another PLAY, the end of the session) has superseded it already."""
+        if generation != self.generation or self.state is not SessionState.PLAYING:
+            return False
+        self.apply(STREAM_ENDED)
+        return True
+
+    def end(self) -> None:
+        """The session is over, whatever its state (TEARDOWN, a timeout, its connection
+        closed, the server stopping): nothing is delivered for it any more."""
+        self.state = SessionState.INIT
+        self.generation += 1
+
     def touch(self, now: float) -> None:
         self.last_activity = now
 
@@ -153,11 +193,17 @@ class SessionLimitError(Exception):
 class SessionRegistry:
     """All sessions of a server, by id; enforces the session limit."""
 
-    def __init__(self, max_sessions: int, make_id: Callable[[], str] = new_session_id) -> None:
+    def __init__(
+        self,
+        max_sessions: int,
+        make_id: Callable[[], str] = new_session_id,
+        lock: AbstractContextManager | None = None,
+    ) -> None:
         self.max_sessions = max_sessions
         self._make_id = make_id
         self._sessions: dict[str, Session] = {}
-        self._lock = threading.Lock()
+        # The threaded server passes a lock; single-threaded users need none.
+        self._lock = lock if lock is not None else nullcontext()
 
     def add(self, build: Callable[[str], Session]) -> Session:
         with self._lock:
@@ -174,9 +220,14 @@ class SessionRegistry:
         with self._lock:
             return self._sessions.get(session_id)
 
-    def remove(self, session: Session) -> bool:
+    def end(self, session: Session) -> bool:
+        """Remove ``session`` and end it; False when it had ended already."""
         with self._lock:
-            return self._sessions.pop(session.id, None) is not None
+            if self._sessions.pop(session.id, None) is None:
+                return False
+        with session.guard:
+            session.end()
+        return True
 
     def for_connection(self, connection_id: int) -> list[Session]:
         with self._lock:

@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from .media import MediaError
 from .ports import bind_rtp_pair
@@ -43,12 +44,48 @@ from .rtcp import (
 )
 from .rtp import PT_JPEG, RTP_HEADER_SIZE, pack_header
 from .rtsp import format_interleaved
-from .session import LowerTransport, PayloadFormat, Session, SessionState
+from .session import (
+    LowerTransport,
+    PayloadFormat,
+    Session,
+    SessionRegistry,
+    SessionState,
+    TransportChoice,
+)
 
 log = logging.getLogger(__name__)
 
 SENDER_REPORT_INTERVAL = 5.0
 CNAME = "mjpeg-rtsp@" + socket.gethostname()
+
+
+class Sink(Protocol):
+    """Where one session's packets go: UDP (standard or textbook payloads), interleaved on
+    its RTSP connection, and (next) HTTP viewers. A send never blocks the fan-out: what
+    cannot go now is dropped and counted."""
+
+    def send_rtp(self, headers: list[bytes], payloads: tuple[bytes, ...]) -> int:
+        """Send one frame's packets (a header per payload); return how many were dropped."""
+        ...
+
+    def send_rtcp(self, data: bytes) -> None: ...
+
+
+class MediaSource(Protocol):
+    """What the scheduler streams from: a file today (:class:`~mjpeg_rtsp.media.MjpegFile`);
+    a live source and a publisher are to be further kinds of it. Payloads are built once per
+    frame and shared by every session that sends that frame."""
+
+    @property
+    def frame_count(self) -> int: ...
+
+    def rtp_payloads(self, number: int, max_payload: int) -> tuple[bytes, ...]:
+        """RFC 2435 payloads of frame ``number``; empty when it cannot be carried."""
+        ...
+
+    def raw_payload(self, number: int) -> tuple[bytes, ...]:
+        """The textbook's one whole JPEG; empty when it does not fit in one datagram."""
+        ...
 
 
 # Linux UDP generic segmentation offload (linux/udp.h): one sendmsg carries up to 64 equal
@@ -271,6 +308,7 @@ class _Pace:
     """Schedule of one PLAY: frame ``first_frame`` was due at ``start``."""
 
     session: Session
+    sink: Sink
     generation: int
     start: float
     first_frame: int
@@ -310,10 +348,11 @@ class PacingScheduler:
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=5)
 
-    def play(self, session: Session) -> None:
-        """Start sending ``session`` from its current position now (called after the PLAY reply)."""
-        with session.lock:
-            pace = _Pace(session, session.generation, self.clock(), session.position)
+    def play(self, session: Session, sink: Sink) -> None:
+        """Start sending ``session`` to ``sink`` from its current position now (called after
+        the PLAY reply)."""
+        with session.guard:
+            pace = _Pace(session, sink, session.generation, self.clock(), session.position)
         with self._cond:
             heapq.heappush(self._heap, (pace.start, next(self._counter), pace))
             self._cond.notify()
@@ -353,15 +392,12 @@ class PacingScheduler:
                         heapq.heappush(self._heap, entry)
 
     def _send_frame(self, pace: _Pace, deadline: float) -> float | None:
-        session = pace.session
-        with session.lock:
+        session, sink = pace.session, pace.sink
+        with session.guard:
             if session.generation != pace.generation or session.state is not SessionState.PLAYING:
                 return None
-            sink = session.sink
             frame = session.position
             stop = session.stop_frame if session.stop_frame is not None else session.frame_count
-            if sink is None:
-                return None
             if frame >= stop:
                 # One frame interval after the last frame, so players that treat BYE as
                 # end of stream have read that frame by then.
@@ -409,13 +445,12 @@ class PacingScheduler:
             return next_due
 
     def _end_stream(self, pace: _Pace, frame: int, reason: str) -> None:
-        """Back to READY; standard clients get an RTCP BYE (called with the session's lock)."""
+        """Back to READY; standard clients get an RTCP BYE (called inside the session's guard)."""
         session = pace.session
-        if session.uses_rtcp and session.sink is not None:
+        if session.uses_rtcp:
             timestamp = session.rtp_timestamp(frame)
-            session.sink.send_rtcp(rtcp_bye(session, self.wallclock(), timestamp, reason))
-        session.state = SessionState.READY
-        session.generation += 1
+            pace.sink.send_rtcp(rtcp_bye(session, self.wallclock(), timestamp, reason))
+        session.stream_ended(pace.generation)
 
     def _payloads(self, session: Session, frame: int) -> tuple[bytes, ...]:
         """The frame's payloads, empty when it cannot be sent in the session's format."""
@@ -425,10 +460,8 @@ class PacingScheduler:
         return media.rtp_payloads(frame, self.max_payload)  # type: ignore[attr-defined]
 
     def _finish(self, session: Session, generation: int) -> None:
-        with session.lock:
-            if session.generation == generation and session.state is SessionState.PLAYING:
-                session.state = SessionState.READY
-                session.generation += 1
+        with session.guard:
+            session.stream_ended(generation)
 
 
 class UdpEndpoint:
@@ -505,3 +538,111 @@ def describe_receiver_reports(packets: list) -> str:
                     f"jitter {block.jitter / 90:.1f} ms"
                 )
     return "; ".join(parts) or "no report blocks"
+
+
+class Streamer:
+    """Delivery, in one place: the pacing scheduler, the UDP endpoint, a sink for every
+    session that plays (made for its transport, new when its transport changes), the end
+    of sessions (removal from the registry, RTCP BYE) and the receiver reports clients
+    send back. Workers hand it sessions to :meth:`start` and :meth:`end`."""
+
+    def __init__(
+        self,
+        registry: SessionRegistry,
+        host: str,
+        family: int,
+        max_payload: int,
+        gso: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = registry
+        self.clock, self.wallclock = clock, wallclock
+        self.udp = UdpEndpoint(host, family, self._on_udp_rtcp, gso)
+        self.scheduler = PacingScheduler(max_payload, clock, wallclock)
+        self._sinks: dict[str, tuple[TransportChoice, Sink]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def rtp_port(self) -> int:
+        return self.udp.rtp_port
+
+    @property
+    def rtcp_port(self) -> int:
+        return self.udp.rtcp_port
+
+    def run(self) -> None:
+        """Start the pacing and RTCP threads."""
+        self.scheduler.start()
+        self.udp.start()
+
+    def stop(self) -> None:
+        """End every session, stop the threads, close the UDP sockets."""
+        for session in self.registry.all():
+            self.end(session, "server shutting down")
+        self.scheduler.stop()
+        self.udp.stop()
+
+    def start(self, session: Session, writer: ConnectionWriter) -> None:
+        """Stream ``session`` from its position now; ``writer`` is its RTSP connection's (for
+        interleaved transport)."""
+        with session.guard:
+            transport = session.transport
+        with self._lock:
+            known = self._sinks.get(session.id)
+            if known is None or known[0] != transport:
+                if transport.lower is LowerTransport.INTERLEAVED:
+                    sink: Sink = InterleavedSink(writer, transport.rtp_channel,
+                                                 transport.rtcp_channel)
+                else:
+                    sink = self.udp.sink(session)
+                self._sinks[session.id] = (transport, sink)
+            else:
+                sink = known[1]
+        self.scheduler.play(session, sink)
+
+    def end(self, session: Session, reason: str) -> None:
+        """End ``session`` (TEARDOWN, timeout, connection closed, server stopping): it leaves
+        the registry, and a standard client that has had packets gets an RTCP BYE."""
+        with self._lock:
+            known = self._sinks.pop(session.id, None)
+        if not self.registry.end(session):
+            return
+        with session.guard:
+            if known is not None and session.uses_rtcp and session.packets_sent:
+                timestamp = session.rtp_timestamp(session.position)
+                known[1].send_rtcp(rtcp_bye(session, self.wallclock(), timestamp, reason))
+        log.info(
+            "session %s ended (%s): %d frames, %d packets sent, %d dropped, %d receiver reports",
+            session.id, reason, session.frames_sent, session.packets_sent,
+            session.packets_dropped, session.receiver_reports,
+        )
+
+    def sessions_of(self, connection_id: int) -> list[Session]:
+        return self.registry.for_connection(connection_id)
+
+    def interleaved_rtcp(self, connection_id: int, channel: int, data: bytes) -> None:
+        """A ``$`` frame from a client: RTCP on one of its sessions' channels, or ignored."""
+        for session in self.registry.for_connection(connection_id):
+            t = session.transport
+            if t.lower is LowerTransport.INTERLEAVED and channel == t.rtcp_channel:
+                try:
+                    packets = parse_compound(data)
+                except RtcpError as exc:
+                    log.debug("session %s: bad RTCP: %s", session.id, exc)
+                    return
+                self._receiver_report(session, packets)
+                return
+
+    def _on_udp_rtcp(self, address: tuple, packets: list) -> None:
+        session = self.registry.find_by_rtcp_source(address[0], address[1])
+        if session is None:
+            log.debug("RTCP from unknown source %s", address)
+            return
+        self._receiver_report(session, packets)
+
+    def _receiver_report(self, session: Session, packets: list) -> None:
+        """Receiver reports keep a session alive, as requests do (RFC 2326 section 12.37)."""
+        session.receiver_reports += 1
+        session.touch(self.clock())
+        log.debug("session %s: RTCP %s", session.id, describe_receiver_reports(packets))

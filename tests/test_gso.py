@@ -61,7 +61,7 @@ def test_offload_and_plain_sends_deliver_identical_packets(server_factory):
             pytest.skip("this kernel has no UDP segmentation offload")
     offload = server_factory(fps=60, gso=True)
     plain = server_factory(fps=60, gso=False)
-    assert offload.udp.gso and not plain.udp.gso
+    assert offload.streamer.udp.gso and not plain.streamer.udp.gso
     with_offload, without = record(offload, 10), record(plain, 10)
     assert len(with_offload) > 100  # 1280x720 frames: dozens of packets each
     assert with_offload == without

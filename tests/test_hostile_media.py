@@ -204,7 +204,7 @@ def test_textbook_client_skips_frames_larger_than_a_datagram(tmp_path, server_fa
         rtp.settimeout(2)
         got = [RtpPacket.parse(rtp.recv(65536)).payload for _ in range(2)]
     assert got == small
-    assert wait_for(lambda: server.scheduler.skipped_frames == 1, 2)
+    assert wait_for(lambda: server.streamer.scheduler.skipped_frames == 1, 2)
 
 
 def test_bomb_frames_are_never_decoded(tmp_path, server_factory, media_root, caplog):
@@ -234,7 +234,7 @@ def test_bomb_frames_are_never_decoded(tmp_path, server_factory, media_root, cap
             client.interleaved(len(client.frames) + 1)  # a stall times out and fails
     finally:
         client.close()
-    assert wait_for(lambda: server.scheduler.skipped_frames == 1, 2)
+    assert wait_for(lambda: server.streamer.scheduler.skipped_frames == 1, 2)
     assert "frame 1 cannot be sent to standard clients" in caplog.text
     assert not [r for r in caplog.records if r.exc_info]
 

@@ -94,7 +94,7 @@ def test_standard_udp_through_loss_reordering_duplication_jitter(
     assert relay.udp.rtcp_forwarded > 0  # sender reports and receiver reports went through
     assert truth["frames_sent"] >= 110  # 6 s at 20 fps
     # The server kept its pacing: no frame left a whole frame interval after its time.
-    assert server.scheduler.late_frames == 0
+    assert server.streamer.scheduler.late_frames == 0
 
 
 def test_textbook_through_loss_reordering_jitter(server_factory, relay_factory, tmp_path):
@@ -113,7 +113,7 @@ def test_textbook_through_loss_reordering_jitter(server_factory, relay_factory, 
     truth = relay.udp.summary()
     assert truth["frames_sent"] == truth["sent"]
     assert run.summary["packets"] + truth["dropped"] >= truth["sent"] - TAIL
-    assert server.scheduler.late_frames == 0
+    assert server.streamer.scheduler.late_frames == 0
 
 
 def test_interleaved_tcp_with_delay_jitter_and_split_reads(
@@ -131,7 +131,7 @@ def test_interleaved_tcp_with_delay_jitter_and_split_reads(
     summary = run.summary
     assert summary["frames_lost"] == 0 and summary["packets_lost"] == 0, summary
     assert relay.tcp_pieces > 500  # the stream really was cut up
-    assert server.scheduler.late_frames == 0
+    assert server.streamer.scheduler.late_frames == 0
     numbers = frame_numbers(tmp_path)
     assert numbers == list(range(len(numbers))), numbers
     assert len(numbers) >= 40  # ~3 s at 20 fps, minus start-up and the buffered tail

@@ -190,7 +190,7 @@ def test_receiver_reports_keep_a_session_alive(server_factory, rtsp_client):
     with rtp, rtcp:
         session = play_udp(client, "movie.Mjpeg", rtp)
         report = build_compound(ReceiverReport(0x1234), SourceDescription.cname(0x1234, "t"))
-        server_rtcp = ("127.0.0.1", server.udp.rtcp_port)
+        server_rtcp = ("127.0.0.1", server.streamer.rtcp_port)
         for _ in range(12):  # 3 s, three times the timeout
             rtcp.sendto(report, server_rtcp)
             time.sleep(0.25)
