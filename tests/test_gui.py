@@ -357,7 +357,7 @@ def test_pause_freezes_the_picture_and_play_resumes(server_factory, launch):
 
 
 def test_teardown_keeps_the_window_and_q_exits(server_factory, launch, caplog):
-    caplog.set_level(logging.INFO, logger="Server")
+    caplog.set_level(logging.INFO, logger="mjpeg_rtsp.streaming")  # Streamer.end logs it
     server = server_factory()
     player = launch(*textbook_args(server.port))
     setup_and_play(player)
@@ -400,7 +400,7 @@ def test_standard_dialect_seeks_forward_five_seconds(server_factory, launch):
 
 
 def test_closing_while_playing_tears_down(server_factory, launch, caplog):
-    caplog.set_level(logging.INFO, logger="Server")
+    caplog.set_level(logging.INFO, logger="mjpeg_rtsp.streaming")  # Streamer.end logs it
     server = server_factory()
     player = launch(f"rtsp://127.0.0.1:{server.port}/movie.Mjpeg")
     setup_and_play(player)
