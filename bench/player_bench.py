@@ -167,25 +167,45 @@ def measure_latency(seconds: float, latencies: list[float], media: str, fps: flo
     from mjpeg_rtsp.player import Player, PlayerOptions
 
     class TimedPlayer(Player):
+        """Timestamps a frame's marker packet, its release to the decoder and its display, by
+        wrapping the controller's receive and rebuild steps (its protocol logic runs as is)."""
+
         def __init__(self, *a, **k):
             self.marks: dict[int, float] = {}  # RTP timestamp -> marker packet arrival
             self.offered: dict[float, tuple[int, float]] = {}  # position -> (ts, time)
             self.shown: dict[float, float] = {}
-            self._rebuilding = 0
+            self._released: dict[float, int] = {}  # position -> RTP timestamp
             self._bench_latest = None
             super().__init__(*a, **k)
+            controller = self.controller
+            receive_rtp, rebuild, pop_frames = (controller.receive_rtp, controller._rebuild,
+                                                controller.pop_frames)
+            batch: list[int] = []
 
-        def _on_rtp(self, data, arrival):
-            if len(data) >= 12 and data[1] & 0x80:
-                self.marks[int.from_bytes(data[4:8], "big")] = arrival
-            super()._on_rtp(data, arrival)
+            def timed_receive_rtp(data, source_ip, now):
+                if len(data) >= 12 and data[1] & 0x80:
+                    self.marks[int.from_bytes(data[4:8], "big")] = now
+                receive_rtp(data, source_ip, now)
 
-        def _rebuild(self, frame, depacketizer):
-            self._rebuilding = frame.timestamp
-            return super()._rebuild(frame, depacketizer)
+            def timed_rebuild(frame):
+                jpeg = rebuild(frame)
+                if jpeg is not None:
+                    batch.append(frame.timestamp)
+                return jpeg
+
+            def timed_pop_frames(now):
+                batch.clear()
+                frames = pop_frames(now)
+                for (_, position), timestamp in zip(frames, batch, strict=True):
+                    self._released[position] = timestamp
+                return frames
+
+            controller.receive_rtp = timed_receive_rtp
+            controller._rebuild = timed_rebuild
+            controller.pop_frames = timed_pop_frames
 
         def _offer(self, jpeg, position):
-            self.offered[position] = (self._rebuilding, self.clock())
+            self.offered[position] = (self._released.get(position, -1), self.clock())
             super()._offer(jpeg, position)
 
         @property
