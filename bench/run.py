@@ -22,8 +22,10 @@ Then the player (``bench/player_bench.py``): decode and decode+display (Tk
 under Xvfb) frames per second for 720p and 1080p, ffmpeg decoding the same file,
 and latency from a frame's arrival to its picture being ready for the window.
 Results go to ``--out`` (Markdown) and ``docs/bench-*.png`` next to it (plots
-drawn with Pillow). ``--quick``: N = 1, 10, 5 s, 384x288 only, a smoke test in
-under two minutes (written to a temporary folder unless ``--out`` is given).
+drawn with matplotlib's Agg backend, a bench-only dependency that the tests do not
+need: ``.venv/bin/pip install -r requirements-bench.txt``). ``--quick``: N = 1, 10,
+5 s, 384x288 only, a smoke test in under two minutes (written to a temporary folder
+unless ``--out`` is given).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import select
@@ -47,6 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 sys.path.insert(0, str(ROOT / "tools"))
 
+from plotting import pyplot, rgb  # noqa: E402
 from xvfb import start_xvfb, stop_process  # noqa: E402
 
 GST_PYTHON = "/usr/bin/python3"
@@ -122,6 +126,7 @@ GST_SHARED = Series("gst, shared media", "gst", shared=True)
 COLOURS = {OURS.name: (200, 40, 40), OURS_NO_GSO.name: (230, 150, 40),
            OURS_GRO.name: (150, 60, 160), GST_CLIENT.name: (40, 110, 200),
            GST_SHARED.name: (40, 150, 70)}
+SERIES = (OURS, OURS_NO_GSO, OURS_GRO, GST_SHARED, GST_CLIENT)  # the plots' legend order
 
 
 def read_line(proc: subprocess.Popen, timeout: float) -> str:
@@ -510,52 +515,64 @@ def player_report(player: dict) -> list[str]:
     return out
 
 
-def draw_plot(rows: list[dict], media: Media, sessions: list[int], path: Path) -> None:
-    from PIL import Image, ImageDraw, ImageFont
+def nice_step(value: float, down: bool) -> float:
+    """The 1-2-5 step (..., 0.1, 0.2, 0.5, 1, 2, ...) next below (or above) ``value``."""
+    exponent = math.floor(math.log10(value))
+    steps = [m * 10.0 ** e for e in (exponent - 1, exponent, exponent + 1) for m in (1, 2, 5)]
+    return max(x for x in steps if x <= value) if down else min(x for x in steps if x >= value)
 
-    width, height = 900, 560
-    left, right, top, bottom = 90, 260, 60, 70
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    try:
-        font = ImageFont.load_default(size=14)
-    except TypeError:
-        font = ImageFont.load_default()
-    series = {}
+
+def draw_plot(rows: list[dict], media: Media, sessions: list[int], path: Path) -> None:
+    """Server CPU per delivered frame against sessions, one line per series (RTP over UDP).
+
+    Log scales where the figures span a decade or more (sessions 1..100; CPU per frame falls
+    with N as one packetized frame is shared), linear from zero otherwise.
+    """
+    plt = pyplot()
+    from matplotlib import ticker
+
+    series: dict[str, dict[int, float]] = {}
     for row in rows:
         if row["file"] == media.key and row["transport"] == "udp" and "error" not in row \
-                and row.get("cpu_ms_per_frame"):
+                and row.get("cpu_ms_per_frame") and row["n"] in sessions:
             series.setdefault(row["series"], {})[row["n"]] = row["cpu_ms_per_frame"]
-    high = max((v for s in series.values() for v in s.values()), default=1) * 1.15
-    plot_w, plot_h = width - left - right, height - top - bottom
-    draw.rectangle([left, top, left + plot_w, top + plot_h], outline="black")
-    for i in range(6):
-        value = high * i / 5
-        y = top + plot_h - plot_h * i / 5
-        draw.line([left, y, left + plot_w, y], fill=(225, 225, 225))
-        draw.text((left - 8, y), f"{value:.2f}", fill="black", font=font, anchor="rm")
-
-    def x_of(index: int) -> float:
-        return left + plot_w * (index + 0.5) / len(sessions)
-
-    for index, n in enumerate(sessions):
-        draw.text((x_of(index), top + plot_h + 8), str(n), fill="black", font=font, anchor="mt")
-    draw.text((left + plot_w / 2, height - 25), "sessions (RTP over UDP)", fill="black",
-              font=font, anchor="mm")
-    draw.text((20, top - 30), f"server CPU per delivered frame (ms), {media.label}, "
-              f"{media.frame_bytes / 1000:.0f} KB frames (bench/run.py)", fill="black", font=font)
-    for number, (name, points) in enumerate(sorted(series.items())):
-        colour = COLOURS.get(name, (0, 0, 0))
-        xy = [(x_of(sessions.index(n)), top + plot_h - plot_h * v / high)
-              for n, v in sorted(points.items()) if n in sessions]
-        if len(xy) > 1:
-            draw.line(xy, fill=colour, width=3)
-        for x, y in xy:
-            draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour)
-        ly = top + 10 + number * 24
-        draw.line([left + plot_w + 15, ly, left + plot_w + 40, ly], fill=colour, width=3)
-        draw.text((left + plot_w + 46, ly), name, fill="black", font=font, anchor="lm")
-    image.save(path)
+    values = [v for s in series.values() for v in s.values()]
+    fig, ax = plt.subplots(figsize=(9, 5.6), dpi=110, layout="constrained")
+    for name in [s.name for s in SERIES if s.name in series] + sorted(
+            set(series) - {s.name for s in SERIES}):
+        points = sorted(series[name].items())
+        ax.plot([n for n, _ in points], [v for _, v in points], label=name,
+                color=rgb(COLOURS.get(name, (0, 0, 0))), marker="o", markersize=6,
+                linewidth=2, linestyle="--" if name.startswith("gst") else "-")
+    plain = ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    if max(sessions) >= 10 * min(sessions):
+        ax.set_xscale("log")
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    ax.xaxis.set_major_locator(ticker.FixedLocator(sessions))
+    ax.xaxis.set_major_formatter(plain)
+    log_y = bool(values) and max(values) >= 5 * min(values)
+    if log_y:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_ylim(nice_step(min(values), down=True) / 1.08,
+                    nice_step(max(values), down=False) * 1.08)
+        ax.yaxis.set_major_formatter(plain)
+    else:
+        ax.set_ylim(0, max(values, default=1) * 1.15)
+    if not values:
+        ax.text(0.5, 0.5, "no results", transform=ax.transAxes, ha="center", va="center")
+    ax.grid(True, which="major", color="0.85")
+    ax.grid(True, which="minor", axis="y", color="0.93")
+    ax.set_xlabel("sessions (RTP over UDP, one load generator)" +
+                  (", log scale" if ax.get_xscale() == "log" else ""))
+    ax.set_ylabel("server CPU per delivered frame (ms)" + (", log scale" if log_y else ""))
+    ax.set_title(f"Server CPU per delivered frame: {media.label}, "
+                 f"{media.frame_bytes / 1000:.0f} KB frames (less is better)")
+    if series:
+        ax.legend(loc="best", frameon=True)
+    fig.savefig(path)
+    plt.close(fig)
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -575,6 +592,7 @@ def main() -> int:
                         help="also play 10 sessions of the 384x288 file from our server for "
                         "this many minutes and report the drift")
     args = parser.parse_args()
+    pyplot()  # matplotlib is installed (requirements-bench.txt), before any measuring
     command = "bench/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     command = (".venv/bin/python " + command).strip()
     args.sessions = [int(n) for n in args.sessions.split(",")] if args.sessions else (

@@ -7,8 +7,9 @@ each loop: connect, SETUP (UDP or interleaved TCP, alternately), PLAY, receive f
 2-15 s, then TEARDOWN or just drop the connection (a third of the time), and start again.
 Every 5 s it samples the server's resident memory, threads and open file descriptors from
 /proc. It writes ``<out>.md`` (a table and a verdict) and ``<out>.png`` (a plot drawn with
-Pillow), and exits non-zero if the last quarter's resources exceed the first sample after
-warm-up by more than the allowed margin.
+matplotlib, a bench-only dependency: ``.venv/bin/pip install -r requirements-bench.txt``),
+and exits non-zero if the last quarter's resources exceed the first sample after warm-up by
+more than the allowed margin.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from plotting import pyplot, rgb  # noqa: E402
 
 from mjpeg_rtsp.ports import bind_rtp_pair  # noqa: E402
 from mjpeg_rtsp.rtsp import (  # noqa: E402
@@ -128,32 +131,24 @@ class SoakClient(threading.Thread):
 
 
 def draw_plot(samples: list[tuple[float, float, int, int]], path: Path) -> None:
-    from PIL import Image, ImageDraw
-
-    width, height, margin = 900, 540, 60
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
+    plt = pyplot()
     series = [("RSS (MiB)", 1, (200, 40, 40)), ("threads", 2, (40, 120, 200)),
               ("open fds", 3, (40, 160, 60))]
-    panel = (height - 2 * margin) // 3
-    t_end = max(s[0] for s in samples) or 1
-    for row, (name, index, colour) in enumerate(series):
-        top = margin + row * panel
+    fig, axes = plt.subplots(len(series), 1, sharex=True, figsize=(9, 5.4), dpi=110,
+                             layout="constrained")
+    times = [s[0] for s in samples]
+    for ax, (name, index, colour) in zip(axes, series, strict=True):
         values = [s[index] for s in samples]
-        high = max(values) * 1.2 or 1
-        draw.rectangle([margin, top, width - margin, top + panel - 10], outline="grey")
-        draw.text((margin + 5, top + 3), f"{name}: min {min(values):.1f}, max {max(values):.1f}",
-                  fill=colour)
-        points = [
-            (margin + (s[0] / t_end) * (width - 2 * margin),
-             top + panel - 10 - (s[index] / high) * (panel - 20))
-            for s in samples
-        ]
-        if len(points) > 1:
-            draw.line(points, fill=colour, width=2)
-    draw.text((margin, height - margin + 15), f"time (s), 0 .. {t_end:.0f}", fill="black")
-    draw.text((margin, 20), "Server resources under churn (bench/soak.py)", fill="black")
-    image.save(path)
+        ax.plot(times, values, color=rgb(colour), linewidth=2)
+        ax.set_ylim(0, max(values) * 1.2 or 1)
+        ax.set_ylabel(name)
+        ax.set_title(f"{name}: min {min(values):.1f}, max {max(values):.1f}", loc="left",
+                     fontsize="medium")
+        ax.grid(True, color="0.88")
+    axes[-1].set_xlabel("time (s)")
+    fig.suptitle("Server resources under churn (bench/soak.py)")
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def main() -> int:
@@ -163,6 +158,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "docs" / "soak"))
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
+    pyplot()  # matplotlib is installed (requirements-bench.txt), before the long run
     server = subprocess.Popen(
         [sys.executable, str(ROOT / "Server.py"), "0", "--host", "127.0.0.1",
          "--root", str(ROOT), "--max-sessions", str(args.clients * 2)],
