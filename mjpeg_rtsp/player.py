@@ -165,6 +165,7 @@ class Player:
 
     def start(self) -> None:
         """Connect to the server; ClientError if it cannot be reached."""
+        warm_up_decoder()  # before any frame can arrive
         target = self.target
         try:
             self._sock = socket.create_connection(
@@ -435,6 +436,16 @@ class Player:
                 except OSError as exc:
                     log.warning("cannot save %s: %s", path, exc.strerror or exc)
             self._latest = DisplayFrame(image, width, height, number, position)
+
+
+def warm_up_decoder() -> None:
+    """Load Pillow and its JPEG decoder now (a first decode takes a good 100 ms on a busy
+    machine), so the first frames of a stream do not queue behind it and get skipped."""
+    from PIL import Image
+
+    sample = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(sample, "JPEG")
+    decode_for_display(sample.getvalue(), (8, 8))
 
 
 def decode_for_display(
