@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mjpeg_rtsp.ports import Selector
 from mjpeg_rtsp.rtsp import (
     NEED_DATA,
     Dialect,
@@ -35,10 +36,6 @@ POLL_INTERVAL = 1.0
 # once its socket has been quiet this long, the request is complete.
 TEXTBOOK_QUIET = 0.02
 RECV_SIZE = 65536
-# poll(): no limit on descriptor numbers (select() fails above 1023) and, unlike an epoll
-# selector, no extra descriptor per connection. Windows has no poll; its select has no such
-# limit.
-_Selector = getattr(selectors, "PollSelector", selectors.DefaultSelector)
 
 
 @dataclass(frozen=True)
@@ -85,7 +82,7 @@ class ServerWorker:
             log.info("connection %d closed", self.connection.id)
 
     def _serve(self) -> None:
-        with _Selector() as selector:
+        with Selector() as selector:
             selector.register(self.sock, selectors.EVENT_READ)
             self._serve_loop(selector)
 

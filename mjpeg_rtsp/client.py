@@ -125,6 +125,7 @@ class ClientReply:
     response: Response
     ok: bool
     retry: bytes | None = None  # the request again, with credentials
+    keepalive: bool = False  # the answer to a keep-alive (not to a user's request)
     play_range: tuple[float | None, float | None] | None = None
     rtp_info: dict[str, str] = field(default_factory=dict)
     # RTP-Info of PLAY (RFC 2326 12.33) as numbers, None when absent or out of range
@@ -192,6 +193,7 @@ class RtspClient:
         self.interleaved: tuple[int, int] | None = None
         self.ssrc: int | None = None
         self._cseq = 0
+        self._keepalives: set[int] = set()  # CSeqs of keep-alives awaiting an answer
         self._pending: dict[int, tuple[str, Request]] = {}
         self._auth_header: str | None = None
         self._auth_tried: set[str] = set()
@@ -231,7 +233,9 @@ class RtspClient:
 
     def keepalive(self) -> bytes:
         method = "GET_PARAMETER" if "GET_PARAMETER" in self.public else "OPTIONS"
-        return self.request(method, self._aggregate())
+        data = self.request(method, self._aggregate())
+        self._keepalives.add(self._cseq)
+        return data
 
     def request(self, method: str, target: str, **fields: str) -> bytes:
         self._cseq += 1
@@ -270,7 +274,9 @@ class RtspClient:
         if pending is None:
             return None
         method, request = pending
-        reply = ClientReply(method, response, 200 <= response.status < 300)
+        reply = ClientReply(method, response, 200 <= response.status < 300,
+                            keepalive=cseq in self._keepalives)
+        self._keepalives.discard(cseq)
         if response.status == 401 and self.target.user is not None:
             reply.retry = self._authenticate(response, request)
             return reply
@@ -391,6 +397,8 @@ class RtspClient:
 
     def _on_teardown(self, response: Response, reply: ClientReply) -> None:
         self.session_id = None
+        # A new SETUP may bring a new source, ports and channels.
+        self.ssrc = self.server_ports = self.interleaved = None
 
     # --- authentication (RFC 2617 as RTSP uses it) -----------------------------------------
 

@@ -277,6 +277,12 @@ class PlayerController:
         self._fail(message, connection_lost=True)
         self._set_ended()
 
+    def internal_error(self, message: str) -> None:
+        """A driver thread met something unexpected: fail, and end the server's session
+        (TEARDOWN) while the connection still stands."""
+        self._fail(message)
+        self._set_ended()
+
     def receive_rtp(self, data: bytes, source_ip: str, now: float) -> None:
         if self.server_ip is not None and source_ip != self.server_ip:
             self.counters.packets_foreign += 1
@@ -375,6 +381,7 @@ class PlayerController:
             + self.counters.frames_undecodable + self.counters.frames_rejected,
             frames_undecodable=self.counters.frames_undecodable,
             frames_rejected=self.counters.frames_rejected,
+            frames_skipped=self.counters.frames_skipped,
             packets_foreign=self.counters.packets_foreign + self.counters.packets_garbage,
             packets_late=self.jitter.packets_late,
             packets_duplicate=self.jitter.packets_duplicate,
@@ -401,6 +408,7 @@ class PlayerController:
                 self._send(self.client.teardown())
         self._steps.clear()
         self._awaiting = None
+        self._next_keepalive = self._next_report = NEVER  # nothing more for this session
 
     def _set_ended(self) -> None:
         if not self.ended:
@@ -460,9 +468,8 @@ class PlayerController:
         if reply.retry is not None:
             self._send(reply.retry)
             return
-        awaited = self._awaiting[0] if self._awaiting else reply.method.lower()
-        if reply.method.lower() != awaited or reply.method == "GET_PARAMETER" or (
-            reply.method == "OPTIONS" and awaited != "options"
+        if reply.keepalive or (
+            self._awaiting is not None and reply.method.lower() != self._awaiting[0]
         ):
             return  # a keep-alive's answer, or one overtaken by a TEARDOWN on leaving
         self._awaiting = None
@@ -495,7 +502,6 @@ class PlayerController:
             if self.target.dialect is Dialect.STANDARD:
                 self._next_report = now + FIRST_REPORT_DELAY
         elif reply.method == "TEARDOWN":
-            self.client.ssrc = None  # a new SETUP may bring a new source
             self._media_port = None
             self._outputs.append(CloseMedia())
             self._next_keepalive = self._next_report = NEVER

@@ -25,7 +25,7 @@ import io
 import logging
 import os
 import queue
-import select
+import selectors
 import socket
 import threading
 import time
@@ -45,7 +45,7 @@ from .controller import (
 )
 from .jpeg import frame_size
 from .limits import MAX_DECODE_PIXELS, MAX_FRAME_PIXELS, FrameTooLargeError
-from .ports import bind_rtp_pair
+from .ports import Selector, bind_rtp_pair
 from .rtsp import Dialect
 
 __all__ = ["DisplayFrame", "Player", "PlayerEvent", "PlayerOptions", "decode_for_display"]
@@ -55,30 +55,14 @@ log = logging.getLogger(__name__)
 CONTROL_POLL = 0.05  # how soon the control thread notices a command from the UI
 
 
-def wait_readable(sockets: list[socket.socket], timeout: float) -> list[socket.socket]:
-    """Those of ``sockets`` that are readable within ``timeout`` seconds. poll() where there
-    is one: select() fails for descriptors above 1023 (a player embedded in a busy process).
-    """
-    if not hasattr(select, "poll"):
-        return select.select(sockets, [], [], timeout)[0]
-    poller = select.poll()
-    for sock in sockets:
-        poller.register(sock, select.POLLIN)
-    ready = {fd for fd, _ in poller.poll(timeout * 1000)}
-    return [sock for sock in sockets if sock.fileno() in ready]
-
-
 @dataclass
-class PlayerOptions:
-    transport: str = "udp"  # or "tcp" (interleaved); the textbook dialect is always UDP
-    latency: float = 0.1
+class PlayerOptions(ControllerOptions):
+    """The controller's options (transport, latency, reply timeout, credentials prompt) and
+    the driver's own."""
+
     save_frames: str | None = None
-    reply_timeout: float = 10.0
     display_size: tuple[int, int] | None = None
     connect_timeout: float = 5.0
-    # On 401, post a "credentials" event and wait for login() or cancel_login() (the window
-    # asks its user) instead of failing.
-    ask_credentials: bool = False
 
 
 @dataclass
@@ -101,12 +85,7 @@ class Player:
         self.clock = clock
         self.controller = PlayerController(
             target,
-            ControllerOptions(
-                transport=self.options.transport,
-                latency=self.options.latency,
-                reply_timeout=self.options.reply_timeout,
-                ask_credentials=self.options.ask_credentials,
-            ),
+            self.options,
             our_ssrc=int.from_bytes(os.urandom(4), "big"),
             cname=f"player@{socket.gethostname()}",
         )
@@ -241,19 +220,22 @@ class Player:
     def _control_loop(self) -> None:
         controller = self.controller
         try:
-            while self._running:
-                self._take_commands()
-                with self._lock:
-                    now = self.clock()
-                    wait = min(CONTROL_POLL, max(0.0, controller.next_timer(now) - now))
-                data = self._sock.recv(65536) if wait_readable([self._sock], wait) else None
-                with self._lock:
-                    if data is not None:
-                        controller.receive_control(data, self.clock())
-                    controller.tick(self.clock())
-                self._carry_out()
-                if data == b"":
-                    return  # the server closed the connection
+            with Selector() as selector:
+                selector.register(self._sock, selectors.EVENT_READ)
+                while self._running:
+                    self._take_commands()
+                    with self._lock:
+                        now = self.clock()
+                        wait = min(CONTROL_POLL, max(0.0, controller.next_timer(now) - now))
+                    data = self._sock.recv(65536) if selector.select(wait) else None
+                    arrival = self.clock()
+                    with self._lock:
+                        if data is not None:
+                            controller.receive_control(data, arrival)
+                        controller.tick(self.clock())
+                    self._carry_out()
+                    if data == b"":
+                        return  # the server closed the connection
         except OSError as exc:
             if self._running:
                 with self._lock:
@@ -263,11 +245,18 @@ class Player:
         except Exception as exc:  # noqa: BLE001
             # The controller answers every value it is given; should one still slip through,
             # the user gets an error (and the server its TEARDOWN), not a silent hang.
-            log.debug("control thread failed", exc_info=True)
-            with self._lock:
-                controller.control_failed(
-                    f"cannot handle the server's messages ({type(exc).__name__}: {exc})")
-            self._carry_out(send=False)
+            self._internal_error("cannot handle the server's messages", exc)
+
+    def _internal_error(self, what: str, exc: Exception) -> None:
+        """The one way a driver thread reports an unexpected error: the player fails with
+        ``what`` and the server gets its TEARDOWN while the connection stands."""
+        log.debug("%s", what, exc_info=True)
+        with self._lock:
+            self.controller.internal_error(f"{what} ({type(exc).__name__}: {exc})")
+        try:
+            self._carry_out()
+        except OSError:
+            pass  # the connection is gone too: nothing left to end
 
     def _take_commands(self) -> None:
         while True:
@@ -356,38 +345,46 @@ class Player:
 
     def _receive_loop(self) -> None:
         rtp, rtcp = self._rtp, self._rtcp
-        sockets = [s for s in (rtp, rtcp) if s is not None]
-        while self._running and self._rtp is rtp:
-            try:
-                readable = wait_readable(sockets, 0.2)
-            except (OSError, ValueError):
-                return  # closed by teardown
-            for sock in readable:
-                try:
-                    data, address = sock.recvfrom(65536)
-                except OSError:
-                    continue
-                with self._lock:
-                    if sock is rtp:
-                        self.controller.receive_rtp(data, address[0], self.clock())
-                    else:
-                        self.controller.receive_rtcp(data, address[0], self.clock())
-                    self._lock.notify_all()
+        try:
+            with Selector() as selector:
+                for sock in (rtp, rtcp):
+                    if sock is not None:
+                        selector.register(sock, selectors.EVENT_READ)
+                while self._running and self._rtp is rtp:
+                    for key, _ in selector.select(0.2):
+                        try:
+                            data, address = key.fileobj.recvfrom(65536)  # type: ignore[union-attr]
+                        except OSError:
+                            continue  # closed by teardown (the loop ends), or an ICMP error
+                        arrival = self.clock()  # before waiting for the lock
+                        with self._lock:
+                            if key.fileobj is rtp:
+                                self.controller.receive_rtp(data, address[0], arrival)
+                            else:
+                                self.controller.receive_rtcp(data, address[0], arrival)
+                            self._lock.notify_all()
+        except (OSError, ValueError):
+            return  # a socket closed by teardown under the selector
+        except Exception as exc:  # noqa: BLE001
+            self._internal_error("cannot handle the stream's packets", exc)
 
     # --- playout and decoding ---------------------------------------------------------------
 
     def _playout_loop(self) -> None:
-        while self._running:
-            with self._lock:
-                now = self.clock()
-                due = self.controller.next_due()
-                if due is None or due > now:
-                    wait = 0.1 if due is None else min(0.1, due - now)
-                    self._lock.wait(max(wait, 0.001))
-                    continue
-                frames = self.controller.pop_frames(now)
-            for jpeg, position in frames:
-                self._offer(jpeg, position)
+        try:
+            while self._running:
+                with self._lock:
+                    now = self.clock()
+                    due = self.controller.next_due()
+                    if due is None or due > now:
+                        wait = 0.1 if due is None else min(0.1, due - now)
+                        self._lock.wait(max(wait, 0.001))
+                        continue
+                    frames = self.controller.pop_frames(now)
+                for jpeg, position in frames:
+                    self._offer(jpeg, position)
+        except Exception as exc:  # noqa: BLE001
+            self._internal_error("cannot play the stream out", exc)
 
     def _offer(self, jpeg: bytes, position: float | None) -> None:
         while True:

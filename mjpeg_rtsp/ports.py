@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import selectors
 import socket
+
+# Waiting on sockets: poll() has no limit on descriptor numbers (select() fails above 1023)
+# and, unlike an epoll selector, needs no descriptor of its own. Windows has no poll; its
+# select has no such limit.
+Selector = getattr(selectors, "PollSelector", selectors.DefaultSelector)
 
 
 def bind_rtp_pair(host: str, family: int = socket.AF_INET) -> tuple[socket.socket, socket.socket]:

@@ -352,3 +352,32 @@ def test_leaving_sends_teardown_at_once_behind_an_unanswered_request(server, clo
     c.receive_control(server.feed(teardown.data), clock.now)
     assert c.state is PlayerState.INIT and not c.busy
     assert [r.method for r in server.requests][-2:] == ["PLAY", "TEARDOWN"]
+
+
+def test_keepalive_answers_are_not_taken_for_requests(server, clock):
+    pair = standard(server, clock)
+    pair.command("setup")
+    c = pair.controller
+    c.client.public.discard("GET_PARAMETER")  # a server that only offers OPTIONS
+    c.tick(clock.now + 30)
+    (keepalive,) = c.take_outputs()
+    assert keepalive.data.startswith(b"OPTIONS ")
+    cseq = keepalive.data.split(b"CSeq: ")[1].split(b"\r\n")[0].decode()
+    pair.events.clear()
+    c.receive_control(f"RTSP/1.0 454 Session Not Found\r\nCSeq: {cseq}\r\n\r\n".encode(),
+                      clock.now + 30)
+    assert c.failed is None and c.take_events() == [] and c.state is PlayerState.READY
+
+
+def test_nothing_more_is_sent_for_a_session_after_a_failure(server, clock):
+    c = PlayerController(parse_rtsp_url(URL), ControllerOptions(reply_timeout=5))
+    pair = Pair(c, server, clock)
+    pair.command("setup")
+    c.command("play", (None,), clock.now)
+    c.take_outputs()  # the PLAY the server never answers
+    c.tick(clock.now + 6)
+    assert c.failed == "the server did not answer PLAY within 5 s"
+    (teardown,) = c.take_outputs()
+    assert teardown.data.startswith(b"TEARDOWN ")
+    c.tick(clock.now + 100)  # past the keep-alive and report times
+    assert c.take_outputs() == [] and c.next_timer(clock.now + 100) == float("inf")

@@ -75,7 +75,7 @@ setup_env() {
       fi
       echo "== installing Debian packages: ${install[*]}"
       if ! { "${sudo[@]}" apt-get update -qq &&
-             DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq \
+             "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
                --no-install-recommends "${install[@]}" >/dev/null; }; then
         echo "error: apt-get could not install ${install[*]}" >&2
         exit 1
