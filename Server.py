@@ -25,6 +25,7 @@ from pathlib import Path
 import mjpeg_rtsp
 from mjpeg_rtsp.auth import AuthBackoff, DigestAuthenticator, read_users
 from mjpeg_rtsp.cli import port_number, positive_float
+from mjpeg_rtsp.headers import valid_cseq
 from mjpeg_rtsp.media import MediaLibrary
 from mjpeg_rtsp.rfc2435 import DEFAULT_MAX_PAYLOAD
 from mjpeg_rtsp.rtsp import (
@@ -216,7 +217,8 @@ class StreamingServer:
             request = flushed if isinstance(flushed, Request) else None
         cseq = request.cseq if request is not None else None
         dialect = request.dialect if request is not None else Dialect.STANDARD
-        headers = Headers([("CSeq", cseq)] if cseq and cseq.isdigit() else [])
+        cseq = valid_cseq(cseq)
+        headers = Headers([("CSeq", cseq)] if cseq else [])
         headers.add("Retry-After", "10")
         headers.add("Content-Type", "text/plain")
         body = f"too many connections (the limit is {self.max_connections})\r\n".encode()

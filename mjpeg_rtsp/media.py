@@ -522,7 +522,10 @@ class MediaLibrary:
                     self._files[real] = media
                     self._failed.pop(real, None)
                 elif pending.error is not None:
-                    self._failed[real] = (signature, pending.error)
+                    # Only the file's content is a lasting verdict; a read error (out of
+                    # descriptors, say) may pass, so the next request tries again.
+                    if isinstance(pending.error, UnsupportedMediaError):
+                        self._failed[real] = (signature, pending.error)
                 else:  # an unexpected error: the owner reports it, waiters get a MediaIndexingError
                     pending.error = MediaIndexingError(f"{name}: cannot be indexed")
             pending.media = media

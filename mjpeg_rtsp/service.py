@@ -39,6 +39,7 @@ from .media import (
 from .rtsp import Dialect, Headers, Request, Response, RtspError, RtspStatus
 from .sdp import MAX_RFC2435_DIMENSION, VideoDescription, build_sdp
 from .session import (
+    InvalidTransitionError,
     LowerTransport,
     PayloadFormat,
     Session,
@@ -178,6 +179,10 @@ class RtspService:
                     status=RtspStatus.NOT_IMPLEMENTED,
                 )
             reply: Reply = method(request, conn, headers)
+        except InvalidTransitionError as exc:  # the state moved on since it was checked
+            error = RtspError(str(exc), status=RtspStatus.METHOD_NOT_VALID_IN_THIS_STATE)
+            log.info("%s %s -> 455 %s", request.method, request.target[:120], exc)
+            return self.error_reply(error, request.cseq, request.dialect, request.headers)
         except RtspError as exc:
             log.info("%s %s -> %d %s", request.method, request.target[:120], exc.status, exc)
             return self.error_reply(exc, request.cseq, request.dialect, request.headers)

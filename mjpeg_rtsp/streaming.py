@@ -450,7 +450,8 @@ class PacingScheduler:
         if session.uses_rtcp:
             timestamp = session.rtp_timestamp(frame)
             pace.sink.send_rtcp(rtcp_bye(session, self.wallclock(), timestamp, reason))
-        session.stream_ended(pace.generation)
+        if session.stream_ended(pace.generation):
+            session.touch(self.clock())  # idle from the end of the stream, not from its PLAY
 
     def _payloads(self, session: Session, frame: int) -> tuple[bytes, ...]:
         """The frame's payloads, empty when it cannot be sent in the session's format."""
@@ -461,7 +462,8 @@ class PacingScheduler:
 
     def _finish(self, session: Session, generation: int) -> None:
         with session.guard:
-            session.stream_ended(generation)
+            if session.stream_ended(generation):
+                session.touch(self.clock())
 
 
 class UdpEndpoint:

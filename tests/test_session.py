@@ -6,6 +6,7 @@ import itertools
 import re
 
 import pytest
+from conftest import wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_state_tables import RFC_PLAY_ONLY
@@ -317,3 +318,68 @@ def test_session_ids_are_decimal_and_unpredictable():
     ids = {new_session_id() for _ in range(1000)}
     assert len(ids) == 1000
     assert all(len(i) == 20 and i.isdigit() and i[0] != "0" for i in ids)
+
+
+class EndedMeanwhile:
+    """A session guard that lets another thread end the session just before it is held."""
+
+    def __init__(self, registry) -> None:
+        self.registry, self.session = registry, None
+
+    def __enter__(self):
+        if self.session is not None and self.session.state is SessionState.PLAYING:
+            self.registry.end(self.session)
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_a_state_that_moved_on_under_a_request_is_455_not_500(media_root, clock):
+    config = ServerConfig(fps=20, server_rtp_port=6970, server_rtcp_port=6971)
+    registry = SessionRegistry(5)
+    guards = []
+    service = RtspService(MediaLibrary(str(media_root)), registry, config, clock,
+                          new_guard=lambda: guards.append(EndedMeanwhile(registry)) or guards[-1])
+    session_id = drive_to(service, SessionState.PLAYING)
+    guards[-1].session = registry.get(session_id)
+    reply = call(service, "PAUSE", URL, Session=session_id)
+    assert reply.response.status == 455
+
+
+def test_a_textbook_session_is_idle_from_the_end_of_its_stream(media_root):
+    import threading
+    import time
+
+    from mjpeg_rtsp.streaming import PacingScheduler
+
+    class Sink:
+        def send_rtp(self, headers, payloads):
+            return 0
+
+        def send_rtcp(self, data):
+            pass
+
+    class ShiftedClock:  # real time that can be moved on
+        offset = 0.0
+
+        def __call__(self) -> float:
+            return time.monotonic() + self.offset
+
+    clock = ShiftedClock()
+    config = ServerConfig(fps=1000, server_rtp_port=6970, server_rtcp_port=6971,
+                          textbook_idle=300)
+    service = RtspService(MediaLibrary(str(media_root)), SessionRegistry(5), config, clock,
+                          new_guard=threading.RLock)
+    setup = call(service, "SETUP", "short.Mjpeg", Transport="RTP/UDP; client_port= 25000")
+    session = service.registry.get(setup.session_id)
+    call(service, "PLAY", "short.Mjpeg", Session=setup.session_id)
+    clock.offset += 400  # the clip took longer than the idle time
+    scheduler = PacingScheduler(1400, clock=clock)
+    scheduler.start()
+    try:
+        scheduler.play(session, Sink())
+        assert wait_for(lambda: session.state is SessionState.READY, 10)
+    finally:
+        scheduler.stop()
+    assert not session.expired(clock() + 299)  # 300 s from the end of the stream
