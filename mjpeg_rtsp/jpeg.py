@@ -25,7 +25,6 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
-    "MAX_REENCODE_PIXELS",
     "STANDARD_HUFFMAN_TABLES",
     "Component",
     "JpegError",
@@ -35,12 +34,6 @@ __all__ = [
     "frame_size",
     "scan_jpeg",
 ]
-
-
-# The largest frame the server decodes to re-encode it (mjpeg_rtsp.transcode): 8K UHD
-# (7680x4320), about 100 MB as RGB. A SOF can claim 65535x65535 (12 GB decoded) in a few
-# bytes; such frames are refused from their header, before anything is decoded.
-MAX_REENCODE_PIXELS = 7680 * 4320
 
 
 class JpegError(ValueError):

@@ -1,4 +1,5 @@
-"""What one received frame may cost the player: the bounds every receive path enforces.
+"""Size limits against hostile input, in one place: what one frame may cost the player
+(every receive path enforces them) and the server (indexing and re-encoding files).
 
 Theory of operation: a server (or anyone who can reach our RTP port) decides how big a frame
 claims to be and how many bytes it sends before ending it. Without bounds one forged SOF
@@ -13,7 +14,8 @@ memory. Every stage checks the figure it can see, as early as it can see it:
   :data:`MAX_FRAME_PIXELS`, and decodes at most :data:`MAX_DECODE_PIXELS` (JPEG DCT scaling,
   1/2 to 1/8) whatever the display size.
 
-Frames refused this way are dropped and counted (``frames_rejected``), never fatal.
+Frames refused this way are dropped and counted (``frames_rejected``), never fatal. The
+server's own limits (:data:`MAX_FILE_FRAME_BYTES`, :data:`MAX_REENCODE_PIXELS`) close the list.
 """
 
 from __future__ import annotations
@@ -35,6 +37,16 @@ MAX_DECODE_PIXELS = 4096 * 4096
 #: Bytes the jitter buffer holds in all (a few frames of the largest size, or seconds of a
 #: 100 Mbit/s stream at the default latency).
 MAX_BUFFERED_BYTES = 4 * MAX_FRAME_BYTES
+
+
+#: Server: bytes of one file frame. RFC 2435 cannot carry more (its fragment offset has 24
+#: bits), and it bounds the window a corrupt frame without EOI makes the indexer read.
+MAX_FILE_FRAME_BYTES = 1 << 24
+
+#: Server: the largest frame decoded to re-encode it (mjpeg_rtsp.transcode): 8K UHD
+#: (7680x4320), about 100 MB as RGB. A SOF can claim 65535x65535 (12 GB decoded) in a few
+#: bytes; such frames are refused from their header, before anything is decoded.
+MAX_REENCODE_PIXELS = 7680 * 4320
 
 
 class FrameTooLargeError(ValueError):

@@ -32,7 +32,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from . import rfc2435
-from .jpeg import MAX_REENCODE_PIXELS, JpegError, JpegInfo, JpegTruncatedError, scan_jpeg
+from .jpeg import JpegError, JpegInfo, JpegTruncatedError, scan_jpeg
+from .limits import MAX_FILE_FRAME_BYTES, MAX_REENCODE_PIXELS
 from .rtp import RTP_HEADER_SIZE
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,6 @@ MEDIA_EXTENSIONS = (".mjpeg", ".mjpg")
 TEXTBOOK_LENGTH_DIGITS = 5
 _READ_CHUNK = 4 << 20
 DEFAULT_CACHE_BYTES = 64 << 20
-# No frame is larger: RFC 2435 cannot carry more (its fragment offset has 24 bits), and it
-# bounds the window a corrupt frame without EOI makes the indexer read.
-MAX_FRAME_BYTES = 1 << 24
 # The whole JPEG in one UDP datagram (the textbook dialect): 65507 minus the RTP header.
 MAX_DATAGRAM_JPEG = 65507 - RTP_HEADER_SIZE
 # Per-frame flags in the index.
@@ -192,7 +190,7 @@ def _scan_raw_frame(
     reader: _ChunkReader, start: int, name: str, number: int
 ) -> tuple[JpegInfo, int]:
     """The JPEG at ``start`` and its length, read in a window that grows to hold it."""
-    limit = min(reader.size - start, MAX_FRAME_BYTES)
+    limit = min(reader.size - start, MAX_FILE_FRAME_BYTES)
     need = min(1 << 16, limit)
     while True:
         data, at = reader.window(start, need)
@@ -201,8 +199,8 @@ def _scan_raw_frame(
             return info, info.end - at
         except JpegTruncatedError as exc:
             if len(data) - at >= limit:
-                why = "truncated" if limit < MAX_FRAME_BYTES else (
-                    f"larger than {MAX_FRAME_BYTES >> 20} MiB or truncated")
+                why = "truncated" if limit < MAX_FILE_FRAME_BYTES else (
+                    f"larger than {MAX_FILE_FRAME_BYTES >> 20} MiB or truncated")
                 raise UnsupportedMediaError(
                     f"{name}: frame {number} at byte {start} is corrupt or {why}: {exc}"
                 ) from None
@@ -333,7 +331,7 @@ class MjpegFile:
             self.changed = (st.st_ino, st.st_size, st.st_mtime_ns) != self.signature
         if self.changed:
             raise MediaChangedError(
-                f"{self.name} changed on disk since it was set up; SETUP it again"
+                f"{self.name} changed on disk since it was set up; TEARDOWN and set it up again"
             )
 
     def rtp_payloads(self, number: int, max_payload: int) -> tuple[bytes, ...]:

@@ -104,7 +104,7 @@ class Connection:
 # The one place a kind of media error becomes an RTSP status (media.py knows nothing of RTSP).
 MEDIA_STATUS: dict[type[MediaError], RtspStatus] = {
     MediaNotFoundError: RtspStatus.NOT_FOUND,
-    MediaChangedError: RtspStatus.NOT_FOUND,  # SETUP it again
+    MediaChangedError: RtspStatus.NOT_FOUND,  # TEARDOWN, then a new SETUP
     UnsupportedMediaError: RtspStatus.UNSUPPORTED_MEDIA_TYPE,
     MediaIndexingError: RtspStatus.INTERNAL_SERVER_ERROR,
 }

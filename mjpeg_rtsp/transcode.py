@@ -23,7 +23,8 @@ import struct
 
 from PIL import Image
 
-from .jpeg import MAX_REENCODE_PIXELS, JpegError, scan_jpeg
+from .jpeg import JpegError, scan_jpeg
+from .limits import MAX_REENCODE_PIXELS
 
 __all__ = ["make_rfc2435_compatible"]
 
