@@ -21,12 +21,14 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 import mjpeg_rtsp
 from mjpeg_rtsp.auth import AuthBackoff, DigestAuthenticator, read_users
 from mjpeg_rtsp.cli import port_number, positive_float
 from mjpeg_rtsp.headers import valid_cseq
-from mjpeg_rtsp.media import MediaLibrary
+from mjpeg_rtsp.live import LivePathError, LivePaths
+from mjpeg_rtsp.media import MediaError, MediaLibrary
 from mjpeg_rtsp.rfc2435 import DEFAULT_MAX_PAYLOAD
 from mjpeg_rtsp.rtsp import (
     Dialect,
@@ -38,6 +40,9 @@ from mjpeg_rtsp.rtsp import (
     format_response,
 )
 from mjpeg_rtsp.service import RtspService, ServerConfig
+
+if TYPE_CHECKING:
+    from mjpeg_rtsp.sources import LiveSpec
 from mjpeg_rtsp.session import SessionRegistry
 from mjpeg_rtsp.streaming import Streamer
 from ServerWorker import ServerWorker, WorkerSettings
@@ -84,6 +89,8 @@ class StreamingServer:
         max_sessions_per_connection: int = 8,
         textbook_idle: float = 300.0,
         auth_backoff: AuthBackoff | None = None,
+        live: list[tuple[str, LiveSpec]] | None = None,
+        stdin: BinaryIO | None = None,
     ) -> None:
         # users (name -> password) turns Digest authentication on; None leaves it off.
         authenticator = DigestAuthenticator(users, clock=clock) if users is not None else None
@@ -101,6 +108,17 @@ class StreamingServer:
         self.refused_connections = 0
         self.port = self.listener.getsockname()[1]
         self.library = MediaLibrary(root)
+        self.live_paths = LivePaths(self.streamer.fanout, lock=threading.Lock())
+        self._live_specs = list(live or [])
+        self._stdin = stdin
+        self.producers: list = []
+        try:
+            for name, spec in self._live_specs:
+                self._declare_live(name, spec)
+        except ValueError:
+            self.streamer.stop()
+            self.listener.close()
+            raise
         self.config = ServerConfig(
             fps=fps,
             max_payload=max_payload,
@@ -112,7 +130,7 @@ class StreamingServer:
         )
         self.service = RtspService(
             self.library, self.registry, self.config, clock, authenticator, auth_backoff,
-            new_guard=threading.RLock,
+            new_guard=threading.RLock, live=self.live_paths,
         )
         self.stopping = threading.Event()
         self.worker_settings = WorkerSettings(idle_timeout, self.stopping.is_set)
@@ -120,6 +138,19 @@ class StreamingServer:
         self._workers_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._accept_thread: threading.Thread | None = None
+
+    def _declare_live(self, name: str, spec: LiveSpec) -> None:
+        """A ``--live`` path; ValueError when a file of the media folder has that name."""
+        try:
+            self.library.resolve_path(name)
+        except MediaError:
+            pass
+        else:
+            raise ValueError(f"--live {name}: a media file has that name already")
+        try:
+            self.live_paths.declare(name, getattr(spec, "fps", None))
+        except LivePathError as exc:
+            raise ValueError(str(exc)) from None
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -129,17 +160,32 @@ class StreamingServer:
             host = "127.0.0.1" if host != "::" else "[::1]"
         elif ":" in host:
             host = f"[{host}]"
-        return [f"rtsp://{host}:{self.port}/{name}" for name in self.library.list_media()]
+        names = self.library.list_media() + self.live_paths.names()
+        return [f"rtsp://{host}:{self.port}/{name}" for name in names]
 
     def start(self) -> None:
         """Start the pacing and RTCP threads and accept connections in a thread of its own."""
         self.streamer.run()
+        self._start_producers()
         self._accept_thread = threading.Thread(target=self._accept_loop, name="accept", daemon=True)
         self._accept_thread.start()
 
     def serve_forever(self) -> None:
         self.streamer.run()
+        self._start_producers()
         self._accept_loop()
+
+    def _start_producers(self) -> None:
+        """Start the ``--live`` sources feeding their channels."""
+        if not self._live_specs:
+            return
+        from mjpeg_rtsp.sources import make_producer
+
+        for name, spec in self._live_specs:
+            channel = self.live_paths.get(name)
+            producer = make_producer(spec, channel, stdin=self._stdin, fps=self.config.fps)
+            self.producers.append(producer)
+            producer.start()
 
     def _accept_loop(self) -> None:
         refusals: dict[socket.socket, _Refusal] = {}
@@ -264,6 +310,8 @@ class StreamingServer:
                 pass
         for thread, _ in workers:
             thread.join(timeout=5)
+        for producer in self.producers:
+            producer.stop()
         self.streamer.stop()
         self.listener.close()
 

@@ -21,8 +21,8 @@ class VideoDescription:
     name: str
     width: int
     height: int
-    fps: float
-    duration: float
+    fps: float | None
+    duration: float | None  # None: a live stream
     control: str = "stream=0"
 
 
@@ -41,12 +41,13 @@ def build_sdp(
         "a=tool:mjpeg-rtsp",
         "a=type:broadcast",
         "a=control:*",
-        f"a=range:npt=0-{media.duration:.3f}",
+        "a=range:npt=now-" if media.duration is None else f"a=range:npt=0-{media.duration:.3f}",
         "m=video 0 RTP/AVP 26",
         "a=rtpmap:26 JPEG/90000",
         f"a=control:{media.control}",
-        f"a=framerate:{_format_rate(media.fps)}",
     ]
+    if media.fps:
+        lines.append(f"a=framerate:{_format_rate(media.fps)}")
     if media.width > MAX_RFC2435_DIMENSION or media.height > MAX_RFC2435_DIMENSION:
         lines.append(f"a=x-dimensions:{media.width},{media.height}")
     return "\r\n".join(lines) + "\r\n"

@@ -28,12 +28,14 @@ from .headers import (
     valid_cseq,
     valid_session_id,
 )
+from .live import LiveChannel, LivePaths
 from .media import (
     MediaChangedError,
     MediaError,
     MediaIndexingError,
     MediaLibrary,
     MediaNotFoundError,
+    MjpegFile,
     UnsupportedMediaError,
 )
 from .rtsp import Dialect, Headers, Request, Response, RtspError, RtspStatus
@@ -128,8 +130,10 @@ class RtspService:
         authenticator: DigestAuthenticator | None = None,
         auth_backoff: AuthBackoff | None = None,
         new_guard: Callable[[], AbstractContextManager] = nullcontext,
+        live: LivePaths | None = None,
     ) -> None:
         self.library = library
+        self.live = live if live is not None else LivePaths()
         self.registry = registry
         self.config = config
         self.clock = clock
@@ -284,14 +288,18 @@ class RtspService:
     def _describe(self, request: Request, conn: Connection, headers: Headers) -> Reply:
         self._optional_session(request)
         path, base_url = self._presentation(request)
-        media = self.library.open(path)
+        media = self._open(path)
         width, height = media.width, media.height
+        if isinstance(media, LiveChannel):
+            fps, duration = media.fps, None  # live: "a=range:npt=now-"
+        else:
+            fps, duration = self.config.fps, media.frame_count / self.config.fps
         description = VideoDescription(
             name=path.rsplit("/", 1)[-1],
             width=width,
             height=height,
-            fps=self.config.fps,
-            duration=media.frame_count / self.config.fps,
+            fps=fps,
+            duration=duration,
             control=CONTROL_SUFFIX,
         )
         sdp = build_sdp(description, conn.local_ip, session_id=abs(hash(path)) % 10**10)
@@ -324,9 +332,10 @@ class RtspService:
             for ch in (s.transport.rtp_channel, s.transport.rtcp_channel)
         }
         choice, spec = self._choose_transport(transport_header, conn, taken)
-        media = self.library.open(path)
+        media = self._open(path)
         textbook = request.dialect is Dialect.TEXTBOOK
-        media.check_deliverable(raw=textbook)  # 415 when no frame could reach this client
+        if not isinstance(media, LiveChannel):
+            media.check_deliverable(raw=textbook)  # 415 when no frame could reach this client
         control_url = path if textbook else base_url + "/" + CONTROL_SUFFIX
         if existing is not None:
             if existing.media is not media:
@@ -384,6 +393,8 @@ class RtspService:
 
     def _play(self, request: Request, conn: Connection, headers: Headers) -> Reply:
         session = self._required_session(request, "PLAY")
+        if isinstance(session.media, LiveChannel):
+            return self._play_live(request, session, headers)
         session.media.check_unchanged()  # type: ignore[attr-defined]
         with session.guard:
             start: float | None = None
@@ -426,6 +437,29 @@ class RtspService:
                     "RTP-Info",
                     f"url={session.control_url};seq={session.next_seq};"
                     f"rtptime={session.rtp_timestamp(session.position)}",
+                )
+            reply = self._ok(request, headers, session)
+            reply.actions.append(StartStreaming(session))
+            return reply
+
+    def _play_live(self, request: Request, session: Session, headers: Headers) -> Reply:
+        """PLAY of a live path: from the next frame that arrives (the live edge), whatever the
+        Range asked (RFC 2326 section 12.29: a live stream's range is "now-")."""
+        channel = session.media
+        assert isinstance(channel, LiveChannel)
+        self._check_on_air(channel)
+        with session.guard:
+            session.apply("PLAY")
+            session.touch(self.clock())
+            headers.add("Session", self._session_header(session))
+            headers.add("Range", "npt=now-")
+            if session.payload_format is PayloadFormat.RFC2435:
+                latest = channel.latest
+                time = latest.time if latest is not None else 0.0
+                headers.add(
+                    "RTP-Info",
+                    f"url={session.control_url};seq={session.next_seq};"
+                    f"rtptime={session.rtp_timestamp_at(time)}",
                 )
             reply = self._ok(request, headers, session)
             reply.actions.append(StartStreaming(session))
@@ -483,6 +517,29 @@ class RtspService:
                 status=RtspStatus.METHOD_NOT_VALID_IN_THIS_STATE,
             )
         return session
+
+    def _open(self, path: str) -> LiveChannel | MjpegFile:
+        """The live channel at ``path`` (only while it is on air), else the library's file."""
+        try:
+            # The name as the library decodes it; _presentation has checked the encoding.
+            name = urllib.parse.unquote(path, errors="strict")
+        except UnicodeDecodeError:
+            name = path
+        channel = self.live.get(name)
+        if channel is None:
+            return self.library.open(path)
+        self._check_on_air(channel)
+        return channel
+
+    @staticmethod
+    def _check_on_air(channel: LiveChannel) -> None:
+        if channel.on_air and channel.latest is not None:
+            return
+        if channel.kind == "publish":
+            raise RtspError(f"live {channel.name}: its publisher has not sent a frame yet",
+                            status=RtspStatus.NOT_FOUND)
+        raise RtspError(f"live {channel.name}: {channel.status}",
+                        status=RtspStatus.SERVICE_UNAVAILABLE)
 
     def _presentation(self, request: Request) -> tuple[str, str]:
         """(media path, presentation URL) of a request target, without the control suffix."""

@@ -147,6 +147,11 @@ class Session:
         """One 90 kHz timestamp per frame, from its position in the file."""
         return (self.timestamp_base + round(frame * 90000 / self.fps)) & 0xFFFFFFFF
 
+    def rtp_timestamp_at(self, seconds: float) -> int:
+        """The 90 kHz timestamp of a time on the stream's timeline (a live channel's
+        frames carry their capture time on it)."""
+        return (self.timestamp_base + round(seconds * 90000)) & 0xFFFFFFFF
+
     def apply(self, event: str) -> SessionState:
         """Take ``event`` (a method or :data:`STREAM_ENDED`) through :data:`TRANSITIONS`:
         the one place, with :meth:`end`, where state and generation change."""

@@ -303,6 +303,23 @@ def rtcp_bye(session: Session, wallclock: float, rtp_timestamp: int, reason: str
     )
 
 
+def send_frame(session: Session, sink: Sink, payloads: tuple[bytes, ...], timestamp: int) -> None:
+    """One frame to one session: its own RTP headers over the shared payloads, and its
+    counters (called inside the session's guard)."""
+    seq = session.next_seq
+    last = len(payloads) - 1
+    headers = [
+        pack_header(PT_JPEG, (seq + i) & 0xFFFF, timestamp, session.ssrc, i == last)
+        for i in range(len(payloads))
+    ]
+    session.next_seq = (seq + len(payloads)) & 0xFFFF
+    dropped = sink.send_rtp(headers, payloads)
+    session.packets_sent += len(payloads) - dropped
+    session.packets_dropped += dropped
+    session.octets_sent += sum(len(p) for p in payloads)
+    session.frames_sent += 1
+
+
 @dataclass
 class _Pace:
     """Schedule of one PLAY: frame ``first_frame`` was due at ``start``."""
@@ -430,18 +447,7 @@ class PacingScheduler:
                 pace.skipped += 1
                 self.skipped_frames += 1
                 return next_due
-            seq = session.next_seq
-            last = len(payloads) - 1
-            headers = [
-                pack_header(PT_JPEG, (seq + i) & 0xFFFF, timestamp, session.ssrc, i == last)
-                for i in range(len(payloads))
-            ]
-            session.next_seq = (seq + len(payloads)) & 0xFFFF
-            dropped = sink.send_rtp(headers, payloads)
-            session.packets_sent += len(payloads) - dropped
-            session.packets_dropped += dropped
-            session.octets_sent += sum(len(p) for p in payloads)
-            session.frames_sent += 1
+            send_frame(session, sink, payloads, timestamp)
             return next_due
 
     def _end_stream(self, pace: _Pace, frame: int, reason: str) -> None:
@@ -463,6 +469,130 @@ class PacingScheduler:
     def _finish(self, session: Session, generation: int) -> None:
         with session.guard:
             if session.stream_ended(generation):
+                session.touch(self.clock())
+
+
+@dataclass(eq=False)
+class _Viewer:
+    """One playing session of a live channel, from one PLAY (``generation``)."""
+
+    session: Session
+    sink: Sink
+    generation: int
+    last_report: float = float("-inf")
+    skipped: int = 0
+
+
+class LiveFanout:
+    """Live channels' frames to their viewers, sent on the thread that brought the frame.
+
+    A viewer gets every frame pushed while it plays, from the first one after its PLAY (a
+    viewer joining mid-stream starts at the next complete frame); PAUSE, a new PLAY or the
+    end of the session make its entry stale (``generation``), and it is dropped at the next
+    frame. Sinks never block, so one slow viewer loses its own frames only.
+    """
+
+    def __init__(
+        self,
+        max_payload: int,
+        clock: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], float] = time.time,
+    ) -> None:
+        self.max_payload = max_payload
+        self.clock, self.wallclock = clock, wallclock
+        self._viewers: dict[object, list[_Viewer]] = {}  # channel -> its viewers
+        self._lock = threading.Lock()
+        self.skipped_frames = 0
+
+    def add(self, session: Session, sink: Sink) -> None:
+        """``session`` (just answered PLAY) receives its channel's frames from the next one."""
+        with session.guard:
+            viewer = _Viewer(session, sink, session.generation)
+        with self._lock:
+            viewers = self._viewers.setdefault(session.media, [])
+            viewers[:] = [v for v in viewers if v.session is not session]
+            viewers.append(viewer)
+
+    def remove(self, session: Session) -> None:
+        with self._lock:
+            viewers = self._viewers.get(session.media)
+            if viewers:
+                viewers[:] = [v for v in viewers if v.session is not session]
+
+    def viewer_count(self, channel: object) -> int:
+        with self._lock:
+            return len(self._viewers.get(channel, ()))
+
+    def live_frame(self, channel: object, frame: object) -> None:
+        """Send ``frame`` (a live.LiveFrame) of ``channel`` to everyone watching it."""
+        with self._lock:
+            viewers = list(self._viewers.get(channel, ()))
+        stale = []
+        for viewer in viewers:
+            try:
+                playing = self._send(viewer, frame)
+            except Exception:  # one broken session must not stop everyone's stream
+                log.exception("session %s: live stream stopped by an error", viewer.session.id)
+                self._finish(viewer)
+                playing = False
+            if not playing:
+                stale.append(viewer)
+        if stale:
+            with self._lock:
+                current = self._viewers.get(channel)
+                if current is not None:
+                    current[:] = [v for v in current if v not in stale]
+
+    def _send(self, viewer: _Viewer, frame) -> bool:
+        session, sink = viewer.session, viewer.sink
+        with session.guard:
+            if session.generation != viewer.generation or session.state is not SessionState.PLAYING:
+                return False
+            timestamp = session.rtp_timestamp_at(frame.time)
+            now = self.clock()
+            if session.uses_rtcp and now - viewer.last_report >= SENDER_REPORT_INTERVAL:
+                # The frame's capture time and its RTP time: players measure latency from it.
+                sink.send_rtcp(rtcp_sender_report(session, frame.capture_time, timestamp))
+                viewer.last_report = now
+            if session.payload_format is PayloadFormat.RAW_JPEG:
+                payloads = frame.raw_payload()
+            else:
+                payloads = frame.rtp_payloads(self.max_payload)
+            session.position = frame.number + 1
+            if not payloads:
+                if not viewer.skipped:
+                    log.warning("session %s: live frame %d cannot be sent in its format "
+                                "(%s): skipped, as are any others", session.id, frame.number,
+                                "larger than one datagram"
+                                if session.payload_format is PayloadFormat.RAW_JPEG
+                                else "not carried by RFC 2435")
+                viewer.skipped += 1
+                self.skipped_frames += 1
+                return True
+            send_frame(session, sink, payloads, timestamp)
+            return True
+
+    def live_ended(self, channel: object, reason: str) -> None:
+        """The source of ``channel`` has gone: its viewers get an RTCP BYE (standard) or
+        silence (textbook) and are back in READY; they may PLAY again once it is back."""
+        with self._lock:
+            viewers = self._viewers.pop(channel, [])
+        for viewer in viewers:
+            session = viewer.session
+            with session.guard:
+                if session.generation != viewer.generation:
+                    continue
+                if session.uses_rtcp and session.packets_sent:
+                    timestamp = session.rtp_timestamp_at(channel.time_now(self.wallclock()))
+                    viewer.sink.send_rtcp(rtcp_bye(session, self.wallclock(), timestamp, reason))
+            self._finish(viewer)
+            log.info("session %s: live source %s ended (%s)", session.id,
+                     getattr(channel, "name", "?"), reason)
+
+    def _finish(self, viewer: _Viewer) -> None:
+        session = viewer.session
+        with session.guard:
+            if session.stream_ended(viewer.generation):
                 session.touch(self.clock())
 
 
@@ -562,6 +692,7 @@ class Streamer:
         self.clock, self.wallclock = clock, wallclock
         self.udp = UdpEndpoint(host, family, self._on_udp_rtcp, gso)
         self.scheduler = PacingScheduler(max_payload, clock, wallclock)
+        self.fanout = LiveFanout(max_payload, clock, wallclock)
         self._sinks: dict[str, tuple[TransportChoice, Sink]] = {}
         self._lock = threading.Lock()
 
@@ -601,7 +732,10 @@ class Streamer:
                 self._sinks[session.id] = (transport, sink)
             else:
                 sink = known[1]
-        self.scheduler.play(session, sink)
+        if getattr(session.media, "live", False):
+            self.fanout.add(session, sink)
+        else:
+            self.scheduler.play(session, sink)
 
     def end(self, session: Session, reason: str) -> None:
         """End ``session`` (TEARDOWN, timeout, connection closed, server stopping): it leaves
@@ -610,15 +744,22 @@ class Streamer:
             known = self._sinks.pop(session.id, None)
         if not self.registry.end(session):
             return
+        self.fanout.remove(session)
         with session.guard:
             if known is not None and session.uses_rtcp and session.packets_sent:
-                timestamp = session.rtp_timestamp(session.position)
+                timestamp = self._timestamp_now(session)
                 known[1].send_rtcp(rtcp_bye(session, self.wallclock(), timestamp, reason))
         log.info(
             "session %s ended (%s): %d frames, %d packets sent, %d dropped, %d receiver reports",
             session.id, reason, session.frames_sent, session.packets_sent,
             session.packets_dropped, session.receiver_reports,
         )
+
+    def _timestamp_now(self, session: Session) -> int:
+        media = session.media
+        if getattr(media, "live", False):
+            return session.rtp_timestamp_at(media.time_now(self.wallclock()))  # type: ignore[attr-defined]
+        return session.rtp_timestamp(session.position)
 
     def sessions_of(self, connection_id: int) -> list[Session]:
         return self.registry.for_connection(connection_id)
