@@ -38,6 +38,11 @@ MAX_DECODE_PIXELS = 4096 * 4096
 #: 100 Mbit/s stream at the default latency).
 MAX_BUFFERED_BYTES = 4 * MAX_FRAME_BYTES
 
+#: RTP packets of one frame a receiver keeps as they came (the server keeps a publisher's
+#: payloads to forward them as-is). A frame of MAX_FRAME_BYTES in 1400-byte packets is about
+#: 6000; the cap stops a sender cutting a frame into 1-byte fragments, each a Python object.
+MAX_FRAME_PACKETS = 16384
+
 
 #: Server: bytes of one file frame. RFC 2435 cannot carry more (its fragment offset has 24
 #: bits), and it bounds the window a corrupt frame without EOI makes the indexer read.
