@@ -31,6 +31,7 @@ __all__ = [
     "JpegInfo",
     "JpegTruncatedError",
     "find_frame_end",
+    "find_scan_end",
     "frame_size",
     "scan_jpeg",
 ]
@@ -169,6 +170,19 @@ def _find_scan_end(data: bytes | bytearray | memoryview, start: int, n: int) -> 
     raise JpegTruncatedError(
         f"truncated JPEG: scan data starting at offset {start} has no EOI marker", start
     )
+
+
+def find_scan_end(data: bytes | bytearray | memoryview, start: int, end: int) -> int | None:
+    """Offset of the marker ending the entropy-coded data that begins at ``start``, searching
+    ``data[start:end]`` (T.81 B.1.1.5); None when there is none yet.
+
+    For readers of streams that get a frame piece by piece: after None, search again from
+    ``end - 1`` once more bytes have come (a marker's 0xFF may be the last byte so far).
+    """
+    try:
+        return _find_scan_end(data, start, end)
+    except JpegTruncatedError:
+        return None
 
 
 @dataclass
