@@ -2,7 +2,10 @@
 
 Only this thread touches widgets. Everything else (RTSP, RTP, decoding) runs in
 :class:`mjpeg_rtsp.player.Player`'s threads; the window polls it with
-``root.after`` and shows the newest decoded frame, already scaled to fit.
+``root.after`` and shows the newest decoded frame, already scaled to fit, and tells the
+player when it is on screen (:meth:`~mjpeg_rtsp.player.Player.frame_shown`): that is the
+moment the status bar's latency (end-to-end, from the server's RTCP sender reports, the
+median of the last frames) is measured at.
 """
 
 from __future__ import annotations
@@ -27,6 +30,13 @@ def format_time(seconds: float | None) -> str:
         return "--:--"
     seconds = max(0.0, seconds)
     return f"{int(seconds // 60):02d}:{seconds % 60:04.1f}"
+
+
+def format_latency(latency: dict | None) -> str:
+    """The status bar's latency: the recent median, or "--" without sender reports."""
+    if latency is None:
+        return "-- ms"
+    return f"{latency['median']:.0f} ms"
 
 
 class LoginDialog:
@@ -230,6 +240,7 @@ class PlayerWindow:
         if frame is not None and frame.number != self.shown_number:
             self._show(frame.image)
             self.shown_number = frame.number
+            self.player.frame_shown(frame)
             duration = self.player.duration
             if frame.position is not None and duration:
                 self.position_label.config(
@@ -277,6 +288,7 @@ class PlayerWindow:
             text = (
                 f"{state} | {stats['fps']:.1f} fps | {stats['kbps']:.0f} kbps | "
                 f"loss {stats['loss_percent']:.1f}% | jitter {stats['jitter_ms']:.1f} ms | "
+                f"latency {format_latency(stats['latency_ms'])} | "
                 f"{stats['width']}x{stats['height']}"
             )
         self.status.config(text=text)
@@ -291,6 +303,7 @@ def run_window(args, options: PlayerOptions) -> int:
         print(f"error: cannot open a window ({exc}); use --headless", file=sys.stderr)
         return 1
     options.ask_credentials = True  # a 401 opens the log-in dialog
+    options.ui_shows_frames = True  # latency is measured when _poll puts a frame on screen
     player = Player(args.target, options)
     try:
         player.start()

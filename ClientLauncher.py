@@ -4,7 +4,11 @@
     python ClientLauncher.py rtsp://[user:pass@]host[:port]/path   (standard dialect)
 
 ``--headless`` sets up, plays for ``--duration`` seconds (or to the end of the
-stream), tears down and prints one JSON object with the statistics.
+stream), tears down and prints one JSON object with the statistics (``latency_ms``: the
+end-to-end latency's median and p95 from the server's RTCP sender reports, null without
+them; ``frames_recorded`` with ``--record``). ``--latency 0`` releases each frame as soon
+as it is complete; ``--record FILE`` writes every complete frame received to FILE as raw
+MJPEG (which our server serves and ffmpeg reads with ``-f mjpeg``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,18 @@ import time
 from mjpeg_rtsp.cli import port_number, positive_float
 from mjpeg_rtsp.client import ClientError, PlayerState, parse_rtsp_url, textbook_target
 from mjpeg_rtsp.player import Player, PlayerOptions
+from mjpeg_rtsp.stats import rounded_summary
+
+
+def latency_ms(text: str) -> float:
+    """The jitter-buffer delay: milliseconds, 0 or more (0: no buffering)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,8 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="start playing at this many seconds (servers that give a range)")
     parser.add_argument("--save-frames", metavar="DIR",
                         help="write every displayed frame as a JPEG file into DIR")
-    parser.add_argument("--latency", type=positive_float, default=100,
-                        help="jitter buffer in milliseconds (default 100)")
+    parser.add_argument("--latency", type=latency_ms, default=100, metavar="MS",
+                        help="jitter buffer in milliseconds (default 100): how long frames "
+                        "wait for late or reordered packets; 0 releases each frame as soon "
+                        "as it is complete (lowest latency, no wait for reordering)")
+    parser.add_argument("--record", metavar="FILE",
+                        help="write every complete frame received to FILE as raw MJPEG "
+                        "(concatenated JPEGs, as received, before decoding): our server "
+                        "serves it back, ffmpeg reads it with -f mjpeg")
     parser.add_argument("--timeout", type=positive_float, default=10,
                         help="seconds to wait for the server's replies (default 10)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log protocol details")
@@ -74,18 +96,20 @@ def parse_args(argv: list[str] | None = None):
     return args
 
 
-def player_options(args, display_size: tuple[int, int] | None = None) -> PlayerOptions:
+def player_options(args, display_size: tuple[int, int] | None = None,
+                   record=None) -> PlayerOptions:
     return PlayerOptions(
         transport=args.transport,
         latency=args.latency / 1000,
         save_frames=args.save_frames,
         reply_timeout=args.timeout,
         display_size=display_size,
+        record=record,
     )
 
 
-def run_headless(args) -> int:
-    player = Player(args.target, player_options(args))
+def run_headless(args, record=None) -> int:
+    player = Player(args.target, player_options(args, record=record))
     try:
         player.start()
     except ClientError as exc:
@@ -134,33 +158,33 @@ def duration_error(duration: float | None, state: PlayerState | None, frames: in
     return None
 
 
-def rounded_summary(summary: dict) -> dict:
-    """Numbers a person can read: milliseconds to 0.01, rates and percentages to 0.1,
-    seconds to 0.01; counts stay exact."""
-    result = {}
-    for key, value in summary.items():
-        if isinstance(value, float):
-            if key.endswith("_ms"):
-                value = round(value, 2)
-            elif key in ("fps", "kbps") or key.endswith("_percent"):
-                value = round(value, 1)
-            else:  # seconds (elapsed) and anything else fractional
-                value = round(value, 2)
-        result[key] = value
-    return result
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.headless:
-        return run_headless(args)
-    from Client import run_window  # Tk only when there is a window
+    record = None
+    if args.record:
+        try:  # before connecting: a recording that cannot be written is a usage error
+            record = open(args.record, "wb")  # noqa: SIM115 -- closed below, on every path
+        except OSError as exc:
+            print(f"error: cannot write the recording {args.record}: "
+                  f"{exc.strerror or exc}", file=sys.stderr)
+            return 2
+    try:
+        if args.headless:
+            return run_headless(args, record)
+        from Client import run_window  # Tk only when there is a window
 
-    return run_window(args, player_options(args))
+        return run_window(args, player_options(args, record=record))
+    finally:
+        if record is not None:
+            try:
+                record.close()
+            except OSError as exc:
+                print(f"error: cannot write the recording {args.record}: "
+                      f"{exc.strerror or exc}", file=sys.stderr)
 
 
 if __name__ == "__main__":

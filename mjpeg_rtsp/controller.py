@@ -21,8 +21,15 @@ time ``now``:
   session timeout), receiver reports, the textbook dialect's quiet-socket rule (its
   replies end with no blank line) and its end of stream (the course's server just stops
   sending).
-* :meth:`~PlayerController.pop_frames` releases the complete frames that are due, as
-  rebuilt JPEGs with their position in seconds.
+* :meth:`~PlayerController.release` releases the complete frames that are due, as
+  rebuilt JPEGs (:class:`ReleasedFrame`) with their position in seconds and RTP timestamp.
+* :meth:`~PlayerController.note_shown` is told when a frame is displayed, with the wall
+  clock (Unix seconds) read by the driver: with the latest RTCP sender report of the
+  stream's SSRC, which maps an RTP timestamp to the sender's wall clock (for a live source
+  the capture time, for a file the send time), the frame's end-to-end latency is
+  ``shown - (sr_wall + (timestamp - sr_rtp) / 90000)``, the timestamp difference taken
+  modulo 2**32 (:func:`~mjpeg_rtsp.rtp.ts_diff`). Frames before the first SR of a PLAY
+  have no latency. Sender and player clocks are assumed to agree (same host, or NTP).
 
 Outputs are collected in order and taken by the driver with :meth:`take_outputs`
 (:class:`SendControl`, :class:`SendRtcp`, :class:`OpenMedia`, :class:`CloseMedia`) and
@@ -34,6 +41,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from .client import ClientError, PlayerState, RtspClient, StreamTarget
 from .jitter import JitterBuffer, MediaFrame, starts_jpeg_frame
@@ -48,8 +56,9 @@ from .rtcp import (
     build_compound,
     ntp_middle32,
     parse_compound,
+    unix_from_ntp,
 )
-from .rtp import RtpError, RtpPacket
+from .rtp import JPEG_CLOCK_RATE, RtpError, RtpPacket, ts_diff
 from .rtsp import (
     NEED_DATA,
     Dialect,
@@ -59,7 +68,7 @@ from .rtsp import (
     RtspReader,
     format_interleaved,
 )
-from .stats import ReceiverStats
+from .stats import LatencyStats, ReceiverStats
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +113,18 @@ class CloseMedia:
     """The session is over: close the RTP/RTCP ports."""
 
 
+class ReleasedFrame(NamedTuple):
+    """A complete frame out of the jitter buffer, rebuilt as a JPEG."""
+
+    jpeg: bytes
+    position: float | None  # seconds into the stream, when the server gave a range
+    timestamp: int  # its RTP timestamp (for the latency, see note_shown)
+
+
 @dataclass
 class ControllerOptions:
     transport: str = "udp"  # or "tcp" (interleaved); the textbook dialect is always UDP
+    # Jitter-buffer delay in seconds; 0 releases each frame as soon as it is complete.
     latency: float = 0.1
     reply_timeout: float = 10.0
     # On 401, post a "credentials" event and wait for login() or cancel_login().
@@ -120,6 +138,7 @@ class PlayerCounters:
     frames_undecodable: int = 0  # rebuilt, but the JPEG decoder refused them
     frames_rejected: int = 0  # over a size limit (mjpeg_rtsp.limits): never decoded
     frames_skipped: int = 0  # decoded too late for display: a newer one was waiting
+    frames_recorded: int = 0  # written to the --record file
     packets_foreign: int = 0
     packets_garbage: int = 0
     width: int = 0
@@ -139,6 +158,7 @@ class PlayerController:
         self.client = RtspClient(target)
         self.counters = PlayerCounters()
         self.receiver_stats = ReceiverStats()
+        self.latency_stats = LatencyStats()
         textbook = target.dialect is Dialect.TEXTBOOK
         self.jitter = JitterBuffer(
             self.options.latency,
@@ -166,6 +186,8 @@ class PlayerController:
         self._next_keepalive = NEVER
         self._next_report = NEVER
         self._last_sr: tuple[int, float] | None = None  # (middle 32 bits of NTP, arrival)
+        # The latest SR's clock mapping: (SSRC, RTP timestamp, sender's wall clock, Unix s).
+        self._sender_clock: tuple[int, int, float] | None = None
         self._bye = False
         self._last_packet = 0.0
         self._last_control_data = 0.0
@@ -336,7 +358,11 @@ class PlayerController:
         return self.jitter.next_due()
 
     def pop_frames(self, now: float) -> list[tuple[bytes, float | None]]:
-        """Complete frames due at ``now`` as (JPEG, seconds into the stream or None)."""
+        """:meth:`release` as (JPEG, seconds into the stream or None) pairs."""
+        return [(frame.jpeg, frame.position) for frame in self.release(now)]
+
+    def release(self, now: float) -> list[ReleasedFrame]:
+        """Complete frames due at ``now``, rebuilt, in order."""
         frames = self.jitter.pop(now)
         released = []
         for frame in frames:
@@ -352,8 +378,32 @@ class PlayerController:
             if self._play_origin is not None:
                 start, rtptime = self._play_origin
                 position = start + ((frame.timestamp - rtptime) & 0xFFFFFFFF) / 90000
-            released.append((jpeg, position))
+            released.append(ReleasedFrame(jpeg, position, frame.timestamp))
         return released
+
+    def capture_time(self, timestamp: int) -> float | None:
+        """The sender's wall-clock time (Unix seconds) of RTP ``timestamp``, from the latest
+        sender report of the stream's SSRC; None before one has come in this PLAY."""
+        mapping = self._sender_clock
+        if mapping is None or mapping[0] != self.client.ssrc:
+            return None
+        _, sr_rtp, sr_wall = mapping
+        return sr_wall + ts_diff(timestamp, sr_rtp) / JPEG_CLOCK_RATE
+
+    def note_shown(self, timestamp: int, wall: float) -> float | None:
+        """The frame with RTP ``timestamp`` was displayed at ``wall`` (the driver's wall
+        clock, Unix seconds): returns its end-to-end latency in seconds, counted in the
+        statistics, or None when no sender report maps its timestamp yet."""
+        captured = self.capture_time(timestamp)
+        if captured is None:
+            return None
+        latency = wall - captured
+        self.latency_stats.add(latency)
+        return latency
+
+    def note_recorded(self) -> None:
+        """A released frame was written to the recording."""
+        self.counters.frames_recorded += 1
 
     def note_decoded(self, size: int, width: int, height: int, now: float) -> int:
         """A frame was decoded for display; returns how many have been so far."""
@@ -373,7 +423,12 @@ class PlayerController:
         self.counters.frames_skipped += 1
 
     def stats(self, now: float, whole_run: bool = False) -> dict:
-        """Statistics now; rates over the last seconds, or over the whole run."""
+        """Statistics now; rates over the last seconds, or over the whole run.
+
+        ``latency_ms`` is ``{"median", "p95", "frames"}`` over the frames shown (the last
+        :data:`~mjpeg_rtsp.stats.RECENT_LATENCY_FRAMES`, or with ``whole_run`` the run), or
+        None when none had a latency (no sender report: the textbook dialect).
+        """
         snapshot = self.receiver_stats.snapshot(now, whole_run)
         snapshot.update(
             frames=self.counters.frames_decoded,
@@ -382,6 +437,8 @@ class PlayerController:
             frames_undecodable=self.counters.frames_undecodable,
             frames_rejected=self.counters.frames_rejected,
             frames_skipped=self.counters.frames_skipped,
+            frames_recorded=self.counters.frames_recorded,
+            latency_ms=self.latency_stats.summary_ms(recent=not whole_run),
             packets_foreign=self.counters.packets_foreign + self.counters.packets_garbage,
             packets_late=self.jitter.packets_late,
             packets_duplicate=self.jitter.packets_duplicate,
@@ -454,6 +511,7 @@ class PlayerController:
         )
         self._raw_assembler = RawJpegAssembler()
         self._bye = False
+        self._sender_clock = None  # a seek moves the timestamps: wait for this PLAY's SR
         self._last_packet = now
         self.ended = False
 
@@ -560,6 +618,9 @@ class PlayerController:
         for packet in packets:
             if isinstance(packet, SenderReport):
                 self._last_sr = (ntp_middle32(packet.ntp_timestamp), arrival)
+                if self.client.ssrc is None or packet.ssrc == self.client.ssrc:
+                    self._sender_clock = (packet.ssrc, packet.rtp_timestamp,
+                                          unix_from_ntp(packet.ntp_timestamp))
             elif isinstance(packet, Bye) and (
                 self.client.ssrc is None or self.client.ssrc in packet.sources
             ):

@@ -24,7 +24,8 @@ time as float seconds; there are no sockets, threads or clocks here.
   frame is dropped unless the optional ``frame_start`` predicate (for example
   :func:`starts_jpeg_frame`) recognises its first packet as a frame start. The first frame
   after construction or :meth:`JitterBuffer.reset` is accepted without that check (the
-  JPEG depacketizer verifies fragment offset 0 anyway).
+  JPEG depacketizer verifies fragment offset 0 anyway), except in the low-latency mode
+  with a ``frame_start`` predicate, where its first packet must be recognised.
 * **Playout.** The transit time of a packet is ``arrival - ext_timestamp / clock_rate``; the
   buffer keeps the smallest transit seen (a packet that arrives earlier than predicted moves
   the base earlier) and a frame is due at ``base + (ext_ts - base_ts) / clock_rate +
@@ -45,6 +46,15 @@ time as float seconds; there are no sockets, threads or clocks here.
   starts at its first present packet), at least 0 otherwise, and never more than the number
   of missing sequence numbers. It is exact for a constant frame rate once one adjacent pair
   has been seen, and 0 before that. Gaps across an epoch change are not estimated.
+* **Low latency (``latency=0``).** No frame is held for reordering: a frame is due the
+  moment it is complete (its ``arrival``, the time of its last packet), so the caller's next
+  :meth:`JitterBuffer.pop` releases it, and retires every frame before it in sequence order
+  (an incomplete one is then dropped and counted lost, even if its straggler was about to
+  arrive). Packets reordered *within* a frame still reassemble: completeness does not depend
+  on arrival order. An incomplete frame with nothing complete behind it is given up
+  :data:`INCOMPLETE_WAIT` seconds after its latest packet (a lost last packet must not stall
+  the end of a stream). The RTP clock plays no part in release, so frames come out at the
+  pace they arrive.
 * **One frame per packet.** The course's textbook servers send a whole JPEG per datagram,
   often without the marker bit and with timestamps in seconds or arbitrary units. With
   ``frame_per_packet=True`` every packet is a frame, due at ``arrival + latency``, released
@@ -74,6 +84,7 @@ from .rtp import (
 )
 
 __all__ = [
+    "INCOMPLETE_WAIT",
     "JitterBuffer",
     "MediaFrame",
     "starts_jpeg_frame",
@@ -81,6 +92,9 @@ __all__ = [
 
 _INTERVAL_SAMPLES = 16
 _RECENT_TIMESTAMPS = 16
+#: Low-latency mode: how long an incomplete frame waits for its missing packets (seconds
+#: after its latest one) when no later frame is complete.
+INCOMPLETE_WAIT = 0.5
 
 
 def starts_jpeg_frame(packet: RtpPacket) -> bool:
@@ -136,6 +150,7 @@ class JitterBuffer:
 
     See the module docstring for the rules. ``latency`` is the playout delay in seconds,
     ``clock_rate`` the RTP clock (90 kHz for JPEG, RFC 2435 section 3 / RFC 3551 section 5),
+    0 selects the low-latency mode (each frame released once complete, module docstring),
     ``frame_per_packet`` selects the one-JPEG-per-datagram mode, ``max_packets`` and
     ``max_bytes`` bound the memory, and ``frame_start`` optionally recognises the first
     packet of a frame.
@@ -332,6 +347,11 @@ class JitterBuffer:
             self._base, self._base_ts = arrival, ext_ts
 
     def _due(self, frame: _Pending) -> float:
+        if self.latency == 0 and not self.frame_per_packet:
+            # Low latency: due once complete, whatever the RTP clock says (module docstring).
+            if self._complete(frame):
+                return frame.arrival
+            return frame.arrival + INCOMPLETE_WAIT
         if frame.playout is not None:
             return frame.playout
         if self._base is None:  # cannot happen: timing starts with the first packet
@@ -346,10 +366,14 @@ class JitterBuffer:
         if sum(1 for seq in frame.packets if seq <= frame.marker) != frame.marker - frame.first + 1:
             return False
         prev = self._prev
+        # With no hold (latency 0) a first frame whose first packets are still on their
+        # way would look complete: there the frame_start hook must vouch for its start.
+        trust_first = self.latency > 0 or self.frame_start is None
         return (
-            prev is None
+            (prev is None and trust_first)
             or frame.first in frame.starts
-            or (prev.marker is not None and frame.first == prev.marker + 1)
+            or (prev is not None and prev.marker is not None
+                and frame.first == prev.marker + 1)
         )
 
     def _whole_frames_lost(self, frame: _Pending) -> int:

@@ -9,10 +9,17 @@ nothing here touches a widget:
 * control: owns the RTSP connection; feeds it to the controller, runs its timers, sends
   what it asks for (requests, keep-alives, RTCP), opens and closes the media ports.
 * receiver (UDP only): reads the RTP and RTCP ports into the controller.
-* playout: takes due frames (rebuilt JPEGs) out of the controller and hands them to the
-  decoder through a bounded queue (a newer frame replaces one still waiting).
+* playout: takes due frames (rebuilt JPEGs) out of the controller, writes each to the
+  recording when there is one (``PlayerOptions.record``: raw concatenated JPEGs, as they
+  were received, before any decoding), and hands them to the decoder through a bounded
+  queue (a newer frame replaces one still waiting).
 * decoder: Pillow, in memory, scaled to the display size (JPEG draft mode when the display
   is smaller); the newest picture is kept for the UI to fetch.
+
+Latency (:meth:`PlayerController.note_shown`) is measured at *display*, on the injected
+wall clock: by default when the decoder has the picture ready (the moment a headless run
+takes it, which is when it would be shown); with ``PlayerOptions.ui_shows_frames`` when
+the UI reports the frame on screen (:meth:`Player.frame_shown`, the Tk window does).
 
 Every call into the controller is made under one lock. The UI polls
 :meth:`Player.latest_frame`, :meth:`Player.stats` and the :attr:`Player.events` queue from
@@ -31,6 +38,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from .client import ClientError, PlayerState, RtspClient, StreamTarget
 from .controller import (
@@ -40,6 +48,7 @@ from .controller import (
     PlayerController,
     PlayerCounters,
     PlayerEvent,
+    ReleasedFrame,
     SendControl,
     SendRtcp,
 )
@@ -63,6 +72,12 @@ class PlayerOptions(ControllerOptions):
     save_frames: str | None = None
     display_size: tuple[int, int] | None = None
     connect_timeout: float = 5.0
+    # Every complete frame received is written here as it came (raw MJPEG); the caller
+    # opens and closes it, the player flushes it at close().
+    record: BinaryIO | None = None
+    # The UI calls Player.frame_shown when a frame is on screen (the latency is measured
+    # then); otherwise a frame counts as shown once decoded.
+    ui_shows_frames: bool = False
 
 
 @dataclass
@@ -72,6 +87,7 @@ class DisplayFrame:
     height: int
     number: int  # frames displayed so far
     position: float | None  # seconds into the stream, when the server gave a range
+    timestamp: int = 0  # RTP timestamp (for Player.frame_shown)
 
 
 class Player:
@@ -80,9 +96,13 @@ class Player:
         target: StreamTarget,
         options: PlayerOptions | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], float] = time.time,
     ) -> None:
+        """``clock`` times the protocol (monotonic); ``wallclock`` (Unix seconds) is what
+        the sender reports' NTP times are compared with for the latency."""
         self.options = options or PlayerOptions()
         self.clock = clock
+        self.wallclock = wallclock
         self.controller = PlayerController(
             target,
             self.options,
@@ -98,7 +118,8 @@ class Player:
         self._rtcp: socket.socket | None = None
         self._running = False
         self._threads: list[threading.Thread] = []
-        self._decode_queue: queue.Queue[tuple[bytes, float | None] | None] = queue.Queue(4)
+        self._decode_queue: queue.Queue[ReleasedFrame | None] = queue.Queue(4)
+        self._recording = self.options.record
         self._latest: DisplayFrame | None = None
 
     # --- what the UI reads (any thread) -----------------------------------------------------
@@ -139,6 +160,12 @@ class Player:
         """Statistics now; rates over the last seconds, or over the whole run."""
         with self._lock:
             return self.controller.stats(self.clock(), whole_run)
+
+    def frame_shown(self, frame: DisplayFrame) -> None:
+        """The UI has put ``frame`` on screen (with ``PlayerOptions.ui_shows_frames``)."""
+        shown = self.wallclock()
+        with self._lock:
+            self.controller.note_shown(frame.timestamp, shown)
 
     # --- commands (any thread) --------------------------------------------------------------
 
@@ -206,6 +233,16 @@ class Player:
         self._close_media_sockets()
         if self._sock is not None:
             self._sock.close()
+        self._flush_recording()
+
+    def _flush_recording(self) -> None:
+        recording, self._recording = self._recording, None
+        if recording is None:
+            return
+        try:
+            recording.flush()
+        except (OSError, ValueError) as exc:  # ValueError: the caller closed it already
+            log.warning("cannot write the recording: %s", getattr(exc, "strerror", None) or exc)
 
     # --- control thread ---------------------------------------------------------------------
 
@@ -380,16 +417,36 @@ class Player:
                         wait = 0.1 if due is None else min(0.1, due - now)
                         self._lock.wait(max(wait, 0.001))
                         continue
-                    frames = self.controller.pop_frames(now)
-                for jpeg, position in frames:
-                    self._offer(jpeg, position)
+                    frames = self.controller.release(now)
+                for frame in frames:
+                    if self._recording is not None:
+                        self._record(frame.jpeg)
+                    self._offer(frame)
         except Exception as exc:  # noqa: BLE001
             self._internal_error("cannot play the stream out", exc)
 
-    def _offer(self, jpeg: bytes, position: float | None) -> None:
+    def _record(self, jpeg: bytes) -> None:
+        """Append one received frame to the recording; a write that fails (disk full)
+        fails the player: the user asked for a recording and would not get it."""
+        try:
+            self._recording.write(jpeg)  # type: ignore[union-attr]
+        except OSError as exc:
+            self._recording = None
+            with self._lock:
+                self.controller.internal_error(
+                    f"cannot write the recording: {exc.strerror or exc}")
+            try:
+                self._carry_out()
+            except OSError:
+                pass  # the connection is gone too: nothing left to end
+            return
+        with self._lock:
+            self.controller.note_recorded()
+
+    def _offer(self, frame: ReleasedFrame) -> None:
         while True:
             try:
-                self._decode_queue.put_nowait((jpeg, position))
+                self._decode_queue.put_nowait(frame)
                 return
             except queue.Full:
                 try:
@@ -407,7 +464,7 @@ class Player:
                 continue
             if item is None:
                 return
-            jpeg, position = item
+            jpeg = item.jpeg
             try:
                 image, width, height = decode_for_display(jpeg, self.options.display_size)
             except FrameTooLargeError as exc:
@@ -423,8 +480,11 @@ class Player:
                 with self._lock:
                     self.controller.note_undecodable()
                 continue
+            shown = self.wallclock()  # headless: the moment it would be shown
             with self._lock:
                 number = self.controller.note_decoded(len(jpeg), width, height, self.clock())
+                if not self.options.ui_shows_frames:
+                    self.controller.note_shown(item.timestamp, shown)
             if self.options.save_frames:
                 path = os.path.join(self.options.save_frames, f"frame-{number:06d}.jpg")
                 try:
@@ -432,7 +492,8 @@ class Player:
                         out.write(jpeg)
                 except OSError as exc:
                     log.warning("cannot save %s: %s", path, exc.strerror or exc)
-            self._latest = DisplayFrame(image, width, height, number, position)
+            self._latest = DisplayFrame(image, width, height, number, item.position,
+                                        item.timestamp)
 
 
 def warm_up_decoder() -> None:

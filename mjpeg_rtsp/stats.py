@@ -22,6 +22,12 @@ clock itself.
   ``D = (Rj - Ri) - (Sj - Si)`` in timestamp units, with ``R = arrival * clock_rate`` and the
   timestamp difference taken modulo 2**32; ``J += (|D| - J) / 16``. Kept as a float and
   truncated to an int in the report block.
+* **Latency** (:class:`LatencyStats`): end-to-end latencies of shown frames, in seconds as
+  the controller computes them from RTCP sender reports; summarised as the median and the
+  95th percentile (nearest rank) in milliseconds, over the last
+  :data:`RECENT_LATENCY_FRAMES` frames (the status bar) or the whole run (at most the last
+  :data:`LATENCY_SAMPLES`, so a long run's memory stays bounded; ``frames`` counts them all).
+* **JSON**: :func:`rounded_summary` rounds the headless player's summary for people.
 * **Rates**: payload bytes and displayed frames are kept for the last ``window`` seconds
   (a half-open interval ``(now - window, now]``) and divided by ``window``, so the figures
   ramp up during the first window after the stream starts.
@@ -29,6 +35,8 @@ clock itself.
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections import deque
 
 from .rtcp import (
@@ -40,7 +48,66 @@ from .rtcp import (
 )
 from .rtp import JPEG_CLOCK_RATE, SequenceTracker, SeqVerdict, ts_diff
 
-__all__ = ["ReceiverStats"]
+__all__ = ["LATENCY_SAMPLES", "RECENT_LATENCY_FRAMES", "LatencyStats", "ReceiverStats",
+           "rounded_summary"]
+
+#: Frames in the running latency figure (the status bar): about a second of video.
+RECENT_LATENCY_FRAMES = 30
+#: Latencies kept for the whole-run figures: 2.4 hours at 30 fps, about 8 MB.
+LATENCY_SAMPLES = 1 << 18
+
+
+class LatencyStats:
+    """End-to-end latencies of shown frames (seconds in, milliseconds out)."""
+
+    def __init__(self) -> None:
+        self.frames = 0  # every latency added
+        self._recent: deque[float] = deque(maxlen=RECENT_LATENCY_FRAMES)
+        self._run: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+
+    def add(self, seconds: float) -> None:
+        self.frames += 1
+        self._recent.append(seconds)
+        self._run.append(seconds)
+
+    def summary_ms(self, recent: bool = False) -> dict | None:
+        """``{"median": ms, "p95": ms, "frames": n}`` over the recent frames or the run
+        (``frames``: how many the figures cover, or with the run every one); None when
+        there are none."""
+        values = self._recent if recent else self._run
+        if not values:
+            return None
+        ordered = sorted(values)
+        p95 = ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]  # nearest rank
+        return {
+            "median": statistics.median(ordered) * 1000.0,
+            "p95": p95 * 1000.0,
+            "frames": len(ordered) if recent else self.frames,
+        }
+
+
+def rounded_summary(summary: dict) -> dict:
+    """Numbers a person can read: milliseconds to 0.01, rates and percentages to 0.1,
+    seconds to 0.01; counts stay exact. The numbers inside an object take its key's rule
+    (``latency_ms``'s median and p95 are milliseconds)."""
+    result = {}
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            value = {inner: _rounded(key, number) for inner, number in value.items()}
+        else:
+            value = _rounded(key, value)
+        result[key] = value
+    return result
+
+
+def _rounded(key: str, value: object) -> object:
+    if not isinstance(value, float):
+        return value
+    if key.endswith("_ms"):
+        return round(value, 2)
+    if key in ("fps", "kbps") or key.endswith("_percent"):
+        return round(value, 1)
+    return round(value, 2)  # seconds (elapsed) and anything else fractional
 
 
 class ReceiverStats:

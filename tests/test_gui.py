@@ -478,3 +478,36 @@ def test_a_silent_server_times_out_without_hanging_the_window(launch):
         listener.close()
         for sock, _ in accepted:
             sock.close()
+
+
+def test_status_bar_shows_the_latency(server_factory, xvfb_display):
+    """In process (the status bar's text is read from its widget, not from pixels): a real Tk
+    window on the Xvfb display and a real player against the server; the status bar gives
+    the latency measured when frames reach the screen."""
+    import re
+    import tkinter as tk
+
+    from Client import PlayerWindow
+    from mjpeg_rtsp.client import parse_rtsp_url
+    from mjpeg_rtsp.player import Player, PlayerOptions
+
+    server = server_factory()
+    root = tk.Tk(screenName=xvfb_display)
+    player = Player(parse_rtsp_url(f"rtsp://127.0.0.1:{server.port}/movie.Mjpeg"),
+                    PlayerOptions(ui_shows_frames=True))
+    try:
+        player.start()
+        window = PlayerWindow(root, player, "latency")
+        player.setup()
+        player.play()
+
+        def latency_shown():
+            root.update()
+            return re.search(r"latency (\d+) ms", window.status.cget("text"))
+
+        found = wait_for(latency_shown, 10, 0.02)
+        assert found, window.status.cget("text")
+        assert 0 < int(found[1]) < 1000, window.status.cget("text")
+    finally:
+        player.close()
+        root.destroy()

@@ -42,7 +42,9 @@ def test_tiny_duration_against_our_server(server):
 
 
 # (key, decimals at most); the rest of the summary is whole numbers and strings.
-ROUNDED = {"elapsed": 2, "jitter_ms": 2, "fps": 1, "kbps": 1, "loss_percent": 1}
+# "median" and "p95" are latency_ms's (milliseconds, like jitter_ms).
+ROUNDED = {"elapsed": 2, "jitter_ms": 2, "fps": 1, "kbps": 1, "loss_percent": 1,
+           "median": 2, "p95": 2}
 
 
 def test_summary_numbers_are_rounded(server):
