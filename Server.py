@@ -91,9 +91,16 @@ class StreamingServer:
         auth_backoff: AuthBackoff | None = None,
         live: list[tuple[str, LiveSpec]] | None = None,
         stdin: BinaryIO | None = None,
+        publish: bool = False,
+        publish_users: dict[str, str] | None = None,
     ) -> None:
         # users (name -> password) turns Digest authentication on; None leaves it off.
         authenticator = DigestAuthenticator(users, clock=clock) if users is not None else None
+        # Publishers' own users (--publish-users), apart from viewers'; a realm of their own so
+        # that a client does not offer one set's credentials to the other.
+        publish_authenticator = DigestAuthenticator(
+            publish_users, realm="mjpeg-rtsp publishers", clock=clock,
+        ) if publish_users is not None else None
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.listener = socket.create_server((host, port), family=family, backlog=64)
         self.registry = SessionRegistry(max_sessions, lock=threading.Lock())
@@ -109,6 +116,7 @@ class StreamingServer:
         self.port = self.listener.getsockname()[1]
         self.library = MediaLibrary(root)
         self.live_paths = LivePaths(self.streamer.fanout, lock=threading.Lock())
+        self.streamer.live_paths = self.live_paths
         self._live_specs = list(live or [])
         self._stdin = stdin
         self.producers: list = []
@@ -127,10 +135,12 @@ class StreamingServer:
             server_rtcp_port=self.streamer.rtcp_port,
             max_sessions_per_connection=max_sessions_per_connection,
             textbook_idle=textbook_idle,
+            publish=publish or publish_users is not None,
         )
         self.service = RtspService(
             self.library, self.registry, self.config, clock, authenticator, auth_backoff,
             new_guard=threading.RLock, live=self.live_paths,
+            publish_authenticator=publish_authenticator,
         )
         self.stopping = threading.Event()
         self.worker_settings = WorkerSettings(idle_timeout, self.stopping.is_set)
@@ -183,7 +193,8 @@ class StreamingServer:
 
         for name, spec in self._live_specs:
             channel = self.live_paths.get(name)
-            producer = make_producer(spec, channel, stdin=self._stdin, fps=self.config.fps)
+            producer = make_producer(spec, channel, stdin=self._stdin, fps=self.config.fps,
+                                     name=name)
             self.producers.append(producer)
             producer.start()
 
@@ -346,6 +357,12 @@ def raise_open_file_limit(wanted: int) -> int | None:
     return target
 
 
+def _live_argument(text: str):
+    from mjpeg_rtsp.sources import parse_live_argument
+
+    return parse_live_argument(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Stream Motion-JPEG files over RTSP/RTP to the course's textbook client "
@@ -392,6 +409,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--users", metavar="FILE",
                         help="require Digest authentication and accept the users of FILE "
                         "(user:password lines, # comments)")
+    parser.add_argument("--live", action="append", default=[], metavar="NAME=SOURCE",
+                        type=_live_argument,
+                        help="serve a live source at rtsp://HOST:PORT/NAME (repeatable). SOURCE: "
+                        "'-' (raw MJPEG on stdin, as 'ffmpeg ... -f mjpeg -' writes), "
+                        "'exec:COMMAND' (run COMMAND, no shell, and read raw MJPEG from its "
+                        "stdout; restarted with back-off when it exits), 'file:PATH' (a media "
+                        "file looped at --fps), 'testpattern[:WxH[@FPS]]' (a generated clock "
+                        "and frame counter, default 640x480@25), "
+                        "'screen[:DISPLAY][@FPS][,scale=WxH]' (the X11 screen)")
+    parser.add_argument("--publish", action="store_true",
+                        help="accept publishers (ANNOUNCE/RECORD, e.g. 'ffmpeg -re -i in.mjpeg "
+                        "-c:v mjpeg -huffman default -f rtsp rtsp://HOST:PORT/live/cam') from "
+                        "this machine only; see --publish-users for others")
+    parser.add_argument("--publish-users", metavar="FILE",
+                        help="accept publishers from anywhere that authenticate (Digest) as a "
+                        "user of FILE (user:password lines); implies --publish. Viewers' "
+                        "--auth/--users are separate")
     parser.add_argument("--no-gso", action="store_true",
                         help="send every RTP datagram with its own system call, even where the "
                         "kernel offers UDP segmentation offload (used when available)")
@@ -416,8 +450,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         users = read_users(args.users, args.auth)
+        publish_users = read_users(args.publish_users, []) if args.publish_users else None
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if sum(1 for _, spec in args.live if spec.kind.value == "stdin") > 1:
+        print("error: only one --live source can read the standard input", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -437,7 +475,12 @@ def main(argv: list[str] | None = None) -> int:
             max_payload=args.mtu, users=users,
             max_sessions_per_connection=args.max_sessions_per_connection,
             textbook_idle=args.textbook_idle, max_connections=args.max_connections,
+            live=args.live, stdin=sys.stdin.buffer, publish=args.publish,
+            publish_users=publish_users,
         )
+    except ValueError as exc:  # a --live name that a media file has already, say
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             print(f"error: port {args.port} is already in use", file=sys.stderr)
@@ -459,6 +502,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{len(users)} user(s); OPTIONS is open; textbook clients cannot log in")
         for url in urls or [f"rtsp://127.0.0.1:{server.port}/<file>.mjpeg (no media files found)"]:
             print(f"  {url}")
+        if server.config.publish:
+            who = (f"Digest users of {args.publish_users}" if publish_users is not None
+                   else "this machine only")
+            print(f"publishing on ({who}): rtsp://127.0.0.1:{server.port}/<path>")
         sys.stdout.flush()
         log.info("UDP segmentation offload %s", "on" if server.streamer.udp.gso else "off")
         server.serve_forever()

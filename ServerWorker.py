@@ -26,7 +26,14 @@ from mjpeg_rtsp.rtsp import (
     RtspReader,
     format_response,
 )
-from mjpeg_rtsp.service import Connection, EndSession, Reply, RtspService, StartStreaming
+from mjpeg_rtsp.service import (
+    Connection,
+    EndSession,
+    Reply,
+    RtspService,
+    StartRecording,
+    StartStreaming,
+)
 from mjpeg_rtsp.streaming import ConnectionWriter, Streamer
 
 log = logging.getLogger("ServerWorker")
@@ -74,6 +81,7 @@ class ServerWorker:
         finally:
             for session in self.streamer.sessions_of(self.connection.id):
                 self.streamer.end(session, "connection closed")
+            self.service.connection_closed(self.connection.id)
             self.writer.close()
             try:
                 self.sock.close()
@@ -143,7 +151,7 @@ class ServerWorker:
             if isinstance(event, Request):
                 self._answer(event)
             elif isinstance(event, InterleavedFrame):
-                self.streamer.interleaved_rtcp(self.connection.id, event.channel, event.data)
+                self.streamer.interleaved(self.connection.id, event.channel, event.data)
             # Responses from the client (to requests we never send) are ignored.
 
     def _answer(self, request: Request) -> None:
@@ -154,6 +162,8 @@ class ServerWorker:
         for action in reply.actions:
             if isinstance(action, StartStreaming):
                 self.streamer.start(action.session, self.writer)
+            elif isinstance(action, StartRecording):
+                self.streamer.record(action.session)
             elif isinstance(action, EndSession):
                 self.streamer.end(action.session, action.reason)
 

@@ -30,7 +30,7 @@ from .headers import (
     parse_transport,
 )
 from .rtsp import Dialect, Headers, Request, Response, format_request
-from .sdp import SdpError, parse_sdp
+from .sdp import SdpError, jpeg_format, parse_framerate, parse_sdp, parse_x_dimensions
 
 USER_AGENT = "mjpeg-rtsp-player/0.1"
 DEFAULT_RTSP_PORT = 554
@@ -139,7 +139,6 @@ _ABSOLUTE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 #: The longest duration taken from an SDP ``a=range``, or position from a PLAY ``Range``
 #: (about 31 years): beyond that the value is not a file's, and is taken as not given.
 MAX_DURATION = 1e9
-MAX_FRAMERATE = 1000.0
 
 
 def _bounded_int(text: str | None, maximum: int) -> int | None:
@@ -148,14 +147,6 @@ def _bounded_int(text: str | None, maximum: int) -> int | None:
         return None
     value = int(text)
     return value if value <= maximum else None
-
-
-def parse_framerate(value: str | None) -> float | None:
-    """An SDP ``a=framerate`` (RFC 4566 6): a rate above 0 and up to 1000, else None."""
-    if not value or not re.fullmatch(r"\s*[0-9]{1,4}(\.[0-9]{0,6})?\s*", value):
-        return None
-    rate = float(value)
-    return rate if 0 < rate <= MAX_FRAMERATE else None
 
 
 def resolve_control(base: str, control: str) -> str:
@@ -305,19 +296,9 @@ class RtspClient:
                 or self.target.url)
         video = None
         for media in sdp.media:
-            if media.kind != "video":
-                continue
-            rtpmap = media.rtpmap()
-            for fmt in media.formats:
-                try:
-                    pt = int(fmt)
-                except ValueError:
-                    continue
-                name, rate = rtpmap.get(pt, ("JPEG", 90000) if pt == 26 else ("", 0))
-                if name == "JPEG":
-                    video = (media, pt, rate or 90000)
-                    break
-            if video:
+            found = jpeg_format(media) if media.kind == "video" else None
+            if found:
+                video = (media, *found)
                 break
         if video is None:
             raise ClientError("the stream has no Motion-JPEG (RTP/JPEG) video")
@@ -339,11 +320,11 @@ class RtspClient:
                     info.duration = end - (start or 0.0)
             except RangeError:
                 pass
-        dims = media.attribute("x-dimensions")
-        if dims and re.fullmatch(r"\s*[0-9]{1,9}\s*,\s*[0-9]{1,9}\s*", dims):
+        dims = parse_x_dimensions(media.attribute("x-dimensions"))
+        if dims:
             # Sizes a SOF cannot hold, or over the pixel limit, are refused per frame by the
             # depacketizer, which counts them.
-            info.width, info.height = (int(v) for v in dims.split(","))
+            info.width, info.height = dims
         info.fps = parse_framerate(media.attribute("framerate") or sdp.attribute("framerate"))
         self.media = info
 

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 MAX_DATAGRAM_JPEG = 65507 - RTP_HEADER_SIZE
 # The channel's timeline never goes backwards, even if a producer's clock does.
 MIN_FRAME_STEP = 1e-4
+# A publisher's payloads go out as they came (re-packetizing nothing) when none is larger
+# than this: what fits a 1500-byte Ethernet MTU, as ffmpeg's default 1472-byte packets do.
+PUBLISHER_PAYLOAD_LIMIT = 1500 - 20 - 8 - RTP_HEADER_SIZE
 MAX_LIVE_PATHS = 64  # publisher paths at once (--live paths come on top)
 
 
@@ -81,7 +84,8 @@ class LiveFrame:
         cached = self._payloads.get(max_payload)
         if cached is not None:
             return cached
-        if self.publisher_payloads and max(map(len, self.publisher_payloads)) <= max_payload:
+        limit = max(max_payload, PUBLISHER_PAYLOAD_LIMIT)
+        if self.publisher_payloads and max(map(len, self.publisher_payloads)) <= limit:
             payloads = self.publisher_payloads
         elif self.carried is None:
             payloads = ()
@@ -97,6 +101,18 @@ class LiveFrame:
     def raw_payload(self) -> tuple[bytes, ...]:
         """The textbook's one whole JPEG; empty when it does not fit in one datagram."""
         return (self.jpeg,) if len(self.jpeg) <= MAX_DATAGRAM_JPEG else ()
+
+
+def forwardable(payloads: tuple[bytes, ...]) -> bool:
+    """Whether a publisher's RFC 2435 payloads can go to every player as they are: tables by
+    Q (below 128) or both tables in band. ffmpeg's packetizer sends a single 64-byte table for
+    a JPEG with one, which ffmpeg's own depacketizer refuses; those frames are packetized
+    again from the rebuilt JPEG (which has both)."""
+    try:
+        header = rfc2435.parse_header(payloads[0])
+    except (rfc2435.Rfc2435Error, IndexError):
+        return False
+    return header.q < 128 or (header.qt_length or 0) >= 128
 
 
 class LiveChannel:
@@ -254,7 +270,7 @@ class LivePaths:
         self.listener = listener
         self.max_published = max_published
         self._channels: dict[str, LiveChannel] = {}
-        self._publishers: dict[str, object] = {}  # path -> the session publishing it
+        self._publishers: dict[str, object] = {}  # path -> who publishes it (a token)
         self._lock = lock if lock is not None else nullcontext()
 
     @staticmethod
@@ -276,16 +292,17 @@ class LivePaths:
             return self._channels.get(self.normalise(path))
 
     def publish(self, path: str, publisher: object) -> LiveChannel:
-        """A new channel at ``path`` held by ``publisher`` (a session); LivePathError when the
-        path is a ``--live`` one, is being published, or too many are."""
+        """A new channel at ``path`` held by ``publisher`` (a token compared with ==);
+        LivePathError when the path is a ``--live`` one, is being published by another, or
+        too many are."""
         name = self.normalise(path)
         with self._lock:
             existing = self._channels.get(name)
             if existing is not None and existing.kind == "live":
                 raise LivePathError(f"{name!r} is a live source of the server's own")
             holder = self._publishers.get(name)
-            if holder is publisher and existing is not None:
-                return existing  # a second ANNOUNCE of the same session
+            if holder == publisher and existing is not None:
+                return existing  # a second SETUP of the same publisher
             if holder is not None:
                 raise LivePathError(f"{name!r} is being published by someone else")
             if len(self._publishers) >= self.max_published:
@@ -293,6 +310,10 @@ class LivePaths:
             channel = self._channels[name] = LiveChannel(name, "publish", self.listener)
             self._publishers[name] = publisher
             return channel
+
+    def held_by(self, path: str, publisher: object) -> bool:
+        with self._lock:
+            return self._publishers.get(self.normalise(path)) == publisher
 
     def unpublish(self, channel: LiveChannel, reason: str) -> None:
         """The publisher of ``channel`` has gone: the path is free again."""

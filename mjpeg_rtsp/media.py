@@ -269,6 +269,7 @@ class MjpegFile:
     def __init__(self, path: str, name: str | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES):
         self.path = path
         self.name = name or os.path.basename(path)
+        self._fd = -1  # until opened: close() and __del__ must find it
         self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
             st = os.fstat(self._fd)

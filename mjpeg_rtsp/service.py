@@ -10,6 +10,7 @@ place. Time is passed in (``now``), ids and SSRCs come from ``secrets``.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import urllib.parse
@@ -28,7 +29,7 @@ from .headers import (
     valid_cseq,
     valid_session_id,
 )
-from .live import LiveChannel, LivePaths
+from .live import LiveChannel, LivePathError, LivePaths
 from .media import (
     MediaChangedError,
     MediaError,
@@ -39,7 +40,14 @@ from .media import (
     UnsupportedMediaError,
 )
 from .rtsp import Dialect, Headers, Request, Response, RtspError, RtspStatus
-from .sdp import MAX_RFC2435_DIMENSION, VideoDescription, build_sdp
+from .sdp import (
+    MAX_RFC2435_DIMENSION,
+    AnnouncedVideo,
+    SdpError,
+    VideoDescription,
+    build_sdp,
+    parse_announce,
+)
 from .session import (
     InvalidTransitionError,
     LowerTransport,
@@ -56,6 +64,9 @@ log = logging.getLogger(__name__)
 
 SERVER_NAME = "mjpeg-rtsp/0.1"
 PUBLIC_METHODS = ("OPTIONS", "DESCRIBE", "SETUP", "PLAY", "PAUSE", "TEARDOWN", "GET_PARAMETER")
+PUBLISH_METHODS = ("ANNOUNCE", "RECORD")  # with --publish
+# Paths a connection has announced and not yet set up (more is refused: a publisher needs one).
+MAX_ANNOUNCED_PER_CONNECTION = 4
 CONTROL_SUFFIX = "stream=0"
 # RTP over UDP (RTP/AVP, RTP/AVP/UDP), interleaved in RTSP (RTP/AVP/TCP), the textbook client's.
 TRANSPORT_PROTOCOLS = frozenset({"RTP/AVP", "RTP/AVP/UDP", "RTP/AVP/TCP", "RTP/UDP"})
@@ -63,6 +74,11 @@ TRANSPORT_PROTOCOLS = frozenset({"RTP/AVP", "RTP/AVP/UDP", "RTP/AVP/TCP", "RTP/U
 
 @dataclass(frozen=True)
 class StartStreaming:
+    session: Session
+
+
+@dataclass(frozen=True)
+class StartRecording:
     session: Session
 
 
@@ -92,6 +108,9 @@ class ServerConfig:
     # The textbook client sends nothing between requests, so only a session of its that is not
     # playing (set up, paused, or played to the end) and has had no request for this long ends.
     textbook_idle: float = 300.0
+    # ANNOUNCE/RECORD accepted (--publish): from loopback addresses, or from anyone with the
+    # publishers' credentials when the service has a publish authenticator.
+    publish: bool = False
 
 
 @dataclass
@@ -131,6 +150,7 @@ class RtspService:
         auth_backoff: AuthBackoff | None = None,
         new_guard: Callable[[], AbstractContextManager] = nullcontext,
         live: LivePaths | None = None,
+        publish_authenticator: DigestAuthenticator | None = None,
     ) -> None:
         self.library = library
         self.live = live if live is not None else LivePaths()
@@ -140,8 +160,12 @@ class RtspService:
         # Each new session's guard (Session.guard): a lock from the threaded server.
         self.new_guard = new_guard
         self.authenticator = authenticator
+        self.publish_authenticator = publish_authenticator
+        self.public_methods = PUBLIC_METHODS + (PUBLISH_METHODS if config.publish else ())
+        # (connection id, path) -> (announced stream, presentation URL), until SETUP.
+        self._announced: dict[tuple[int, str], tuple[AnnouncedVideo, str]] = {}
         # Password guessing is slowed per address whenever authentication is on.
-        if auth_backoff is None and authenticator is not None:
+        if auth_backoff is None and (authenticator or publish_authenticator) is not None:
             auth_backoff = AuthBackoff()
         self.auth_backoff = auth_backoff
 
@@ -167,8 +191,13 @@ class RtspService:
         try:
             if valid_cseq(request.cseq) is None:
                 raise RtspError("missing or invalid CSeq header (1 to 10 digits)")
-            if self.authenticator is not None and request.method != "OPTIONS":
-                denied = self._authenticate(request, conn)
+            if request.method != "OPTIONS":
+                if self._is_publishing(request, conn):
+                    denied = self._authorize_publisher(request, conn)
+                elif self.authenticator is not None:
+                    denied = self._authenticate(request, conn, self.authenticator)
+                else:
+                    denied = None
                 if denied is not None:
                     return denied
             if request.headers.get("Require"):
@@ -177,7 +206,12 @@ class RtspService:
                     status=RtspStatus.OPTION_NOT_SUPPORTED,
                 )
             method = getattr(self, "_" + request.method.lower(), None)
-            if request.method not in PUBLIC_METHODS or method is None:
+            if request.method in PUBLISH_METHODS and not self.config.publish:
+                raise RtspError(
+                    f"{request.method}: publishing is off (the server runs without --publish)",
+                    status=RtspStatus.METHOD_NOT_ALLOWED,
+                )
+            if request.method not in self.public_methods or method is None:
                 raise RtspError(
                     f"method {request.method} is not implemented",
                     status=RtspStatus.NOT_IMPLEMENTED,
@@ -199,7 +233,38 @@ class RtspService:
             )
         return reply
 
-    def _authenticate(self, request: Request, conn: Connection) -> Reply | None:
+    def _is_publishing(self, request: Request, conn: Connection) -> bool:
+        """Whether ``request`` is a publisher's: ANNOUNCE, RECORD, SETUP with mode=record, or
+        any request on a recording session. Publishers are authorised apart from viewers."""
+        if request.method in PUBLISH_METHODS:
+            return True
+        if request.method == "SETUP" and _wants_record(request.headers.get("Transport")):
+            return True
+        value = request.headers.get("Session")
+        if value is None:
+            return False
+        session_id = parse_session_header(value)
+        session = self.registry.get(session_id) if valid_session_id(session_id) else None
+        return session is not None and session.record
+
+    def _authorize_publisher(self, request: Request, conn: Connection) -> Reply | None:
+        """None when the peer may publish: with the publishers' credentials when there are
+        any, else only from this machine (a loopback address)."""
+        if not self.config.publish:
+            return None  # answered 405 (or 461 for a record SETUP) after this
+        if self.publish_authenticator is not None:
+            return self._authenticate(request, conn, self.publish_authenticator)
+        if _is_loopback(conn.peer_ip):
+            return None
+        raise RtspError(
+            f"{request.method} from {conn.peer_ip}: publishing is allowed from this machine "
+            "only (the server needs --publish-users to accept publishers from elsewhere)",
+            status=RtspStatus.FORBIDDEN,
+        )
+
+    def _authenticate(
+        self, request: Request, conn: Connection, authenticator: DigestAuthenticator
+    ) -> Reply | None:
         """None when the request carries valid credentials, else the 401 reply (RFC 7826
         section 19; OPTIONS is never asked for them). Textbook clients cannot authenticate.
 
@@ -211,9 +276,10 @@ class RtspService:
         if wait > 0:
             log.debug("%s %s from %s: 401 unchecked, authentication back-off for %.1f s",
                       request.method, request.target[:120], conn.peer_ip, wait)
-            result = self.authenticator.refuse_unchecked(request.headers.get("Authorization"))
-            return self._unauthorized(request, result, ("Retry-After", str(math.ceil(wait))))
-        result = self.authenticator.check(
+            result = authenticator.refuse_unchecked(request.headers.get("Authorization"))
+            return self._unauthorized(request, authenticator, result,
+                                      ("Retry-After", str(math.ceil(wait))))
+        result = authenticator.check(
             request.method, request.headers.get("Authorization"), request.target
         )
         if result.ok:
@@ -232,12 +298,13 @@ class RtspService:
         else:
             log.debug("%s %s from %s: 401 (%s, user %s)", request.method, request.target[:120],
                       conn.peer_ip, result.reason, user)
-        return self._unauthorized(request, result)
+        return self._unauthorized(request, authenticator, result)
 
-    def _unauthorized(self, request: Request, result: AuthResult, *extra: tuple[str, str]) -> Reply:
+    def _unauthorized(self, request: Request, authenticator: DigestAuthenticator,
+                      result: AuthResult, *extra: tuple[str, str]) -> Reply:
         headers = Headers([
             ("CSeq", valid_cseq(request.cseq) or "0"),
-            ("WWW-Authenticate", self.authenticator.challenge_for(result)),
+            ("WWW-Authenticate", authenticator.challenge_for(result)),
             *extra,
             ("Server", SERVER_NAME),
         ])
@@ -261,9 +328,14 @@ class RtspService:
         if error.status == RtspStatus.OPTION_NOT_SUPPORTED and request_headers is not None:
             headers.add("Unsupported", request_headers.get("Require") or "")
         if error.status in (RtspStatus.NOT_IMPLEMENTED, RtspStatus.METHOD_NOT_ALLOWED):
-            headers.add("Public", ", ".join(PUBLIC_METHODS))
+            headers.add("Public", ", ".join(self.public_methods))
         headers.add("Server", SERVER_NAME)
         return Reply(Response(int(error.status), headers), dialect, session_id)
+
+    def connection_closed(self, connection_id: int) -> None:
+        """Forget what the connection announced and never set up."""
+        for key in [k for k in self._announced if k[0] == connection_id]:
+            self._announced.pop(key, None)
 
     def expire_sessions(self, sessions: list[Session]) -> list[EndSession]:
         """Sessions (of one connection) whose keep-alive timed out, and textbook sessions
@@ -278,7 +350,7 @@ class RtspService:
 
     def _options(self, request: Request, conn: Connection, headers: Headers) -> Reply:
         session = self._optional_session(request)
-        headers.add("Public", ", ".join(PUBLIC_METHODS))
+        headers.add("Public", ", ".join(self.public_methods))
         return self._ok(request, headers, session)
 
     def _get_parameter(self, request: Request, conn: Connection, headers: Headers) -> Reply:
@@ -312,6 +384,8 @@ class RtspService:
         return Reply(response, request.dialect)
 
     def _setup(self, request: Request, conn: Connection, headers: Headers) -> Reply:
+        if _wants_record(request.headers.get("Transport")):
+            return self._setup_record(request, conn, headers)
         path, base_url = self._presentation(request)
         existing = self._optional_session(request)
         state = existing.state if existing else SessionState.INIT
@@ -331,14 +405,14 @@ class RtspService:
             if s is not existing and s.transport.lower is LowerTransport.INTERLEAVED
             for ch in (s.transport.rtp_channel, s.transport.rtcp_channel)
         }
-        choice, spec = self._choose_transport(transport_header, conn, taken)
+        choice, spec = self._choose_transport(transport_header, conn, taken, "PLAY")
         media = self._open(path)
         textbook = request.dialect is Dialect.TEXTBOOK
         if not isinstance(media, LiveChannel):
             media.check_deliverable(raw=textbook)  # 415 when no frame could reach this client
         control_url = path if textbook else base_url + "/" + CONTROL_SUFFIX
         if existing is not None:
-            if existing.media is not media:
+            if existing.media is not media or existing.record:
                 raise RtspError(
                     "a session plays one file", status=RtspStatus.METHOD_NOT_VALID_IN_THIS_STATE
                 )
@@ -393,6 +467,9 @@ class RtspService:
 
     def _play(self, request: Request, conn: Connection, headers: Headers) -> Reply:
         session = self._required_session(request, "PLAY")
+        if session.record:
+            raise RtspError("PLAY on a session set up to record",
+                            status=RtspStatus.METHOD_NOT_VALID_IN_THIS_STATE)
         if isinstance(session.media, LiveChannel):
             return self._play_live(request, session, headers)
         session.media.check_unchanged()  # type: ignore[attr-defined]
@@ -464,6 +541,131 @@ class RtspService:
             reply = self._ok(request, headers, session)
             reply.actions.append(StartStreaming(session))
             return reply
+
+    def _announce(self, request: Request, conn: Connection, headers: Headers) -> Reply:
+        """A publisher describes what it will send to a path (RFC 2326 section 10.3)."""
+        path, base_url = self._presentation(request)
+        name = self._publish_name(path)
+        content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if content_type != "application/sdp":
+            raise RtspError(f"ANNOUNCE needs an application/sdp body, not {content_type[:60]!r}",
+                            status=RtspStatus.UNSUPPORTED_MEDIA_TYPE)
+        try:
+            announced = parse_announce(request.body.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise RtspError("ANNOUNCE body is not UTF-8 text") from None
+        except SdpError as exc:
+            raise RtspError(f"ANNOUNCE {name}: {exc}",
+                            status=RtspStatus.UNSUPPORTED_MEDIA_TYPE) from None
+        self._check_publishable(name, conn)
+        held = [k for k in self._announced if k[0] == conn.id and k[1] != name]
+        if len(held) >= MAX_ANNOUNCED_PER_CONNECTION:
+            raise RtspError(f"this connection has announced {len(held)} paths already",
+                            status=RtspStatus.SERVICE_UNAVAILABLE)
+        self._announced[(conn.id, name)] = (announced, base_url)
+        log.info("ANNOUNCE %s from %s: JPEG video (payload type %d)", name, conn.peer_ip,
+                 announced.payload_type)
+        return self._ok(request, headers, None)
+
+    def _setup_record(self, request: Request, conn: Connection, headers: Headers) -> Reply:
+        """SETUP with mode=record: the stream announced on this connection, to be received."""
+        path, base_url = self._presentation(request)
+        name = self._publish_name(path)
+        announced_key = next(
+            (k for k in self._announced
+             if k[0] == conn.id and (name == k[1] or name.startswith(k[1] + "/"))), None)
+        existing = self._optional_session(request)
+        if existing is not None:
+            if not existing.record or existing.state is SessionState.RECORDING:
+                raise RtspError("SETUP for recording on this session is not valid now",
+                                status=RtspStatus.METHOD_NOT_VALID_IN_THIS_STATE)
+        elif announced_key is None:
+            raise RtspError(f"SETUP {name} for recording without an ANNOUNCE of it first",
+                            status=RtspStatus.METHOD_NOT_VALID_IN_THIS_STATE)
+        transport_header = request.headers.get("Transport") or ""
+        taken = {
+            ch
+            for s in self.registry.for_connection(conn.id)
+            if s is not existing and s.transport.lower is LowerTransport.INTERLEAVED
+            for ch in (s.transport.rtp_channel, s.transport.rtcp_channel)
+        }
+        choice, spec = self._choose_transport(transport_header, conn, taken, "RECORD")
+        if existing is not None:
+            with existing.guard:
+                existing.transport = choice
+                existing.touch(self.clock())
+            session = existing
+        else:
+            assert announced_key is not None
+            announced, base = self._announced[announced_key]
+            channel_name = announced_key[1]
+            held = len(self.registry.for_connection(conn.id))
+            if held >= self.config.max_sessions_per_connection:
+                raise RtspError(f"this connection holds {held} sessions already",
+                                status=RtspStatus.SERVICE_UNAVAILABLE)
+            try:
+                channel = self.live.publish(channel_name, ("connection", conn.id))
+            except LivePathError as exc:
+                raise RtspError(str(exc), status=RtspStatus.METHOD_NOT_VALID_IN_THIS_STATE) \
+                    from None
+            try:
+                session = self.registry.add(
+                    lambda session_id: Session(
+                        id=session_id, dialect=Dialect.STANDARD, media=channel,
+                        control_url=base, transport=choice,
+                        payload_format=PayloadFormat.RFC2435, fps=self.config.fps,
+                        connection_id=conn.id, timeout=self.config.session_timeout,
+                        last_activity=self.clock(), guard=self.new_guard(),
+                        announced=announced,
+                    )
+                )
+            except SessionLimitError as exc:
+                self.live.unpublish(channel, "publisher's SETUP refused")
+                raise RtspError(str(exc), status=RtspStatus.SERVICE_UNAVAILABLE) from None
+            del self._announced[announced_key]
+            log.info("session %s: SETUP %s for recording from %s (%s)", session.id,
+                     channel_name, conn.peer_ip, choice.lower.value)
+        headers.add("Session", self._session_header(session))
+        headers.add("Transport", self._transport_reply(spec, session) + ";mode=record")
+        return self._ok(request, headers, session)
+
+    def _record(self, request: Request, conn: Connection, headers: Headers) -> Reply:
+        session = self._required_session(request, "RECORD")
+        if not session.record:
+            raise RtspError("RECORD on a session set up to play",
+                            status=RtspStatus.METHOD_NOT_VALID_IN_THIS_STATE)
+        with session.guard:
+            session.apply("RECORD")
+            session.touch(self.clock())
+            headers.add("Session", self._session_header(session))
+            reply = self._ok(request, headers, session)
+            reply.actions.append(StartRecording(session))
+            return reply
+
+    def _publish_name(self, path: str) -> str:
+        name = urllib.parse.unquote(path, errors="strict").strip("/")
+        if not name or any(seg in ("", ".", "..") for seg in name.split("/")) \
+                or any(c in name for c in "\x00\\"):
+            raise RtspError(f"{path[:120]!r} cannot be published", status=RtspStatus.FORBIDDEN)
+        return name
+
+    def _check_publishable(self, name: str, conn: Connection) -> None:
+        """403 for a media file's or a --live path's name, 455 for one being published."""
+        try:
+            self.library.resolve_path(name)
+        except MediaError:
+            pass
+        else:
+            raise RtspError(f"{name}: a media file has that name", status=RtspStatus.FORBIDDEN)
+        channel = self.live.get(name)
+        if channel is None:
+            return
+        if channel.kind == "live":
+            raise RtspError(f"{name}: a live source of the server's own",
+                            status=RtspStatus.FORBIDDEN)
+        if not self.live.held_by(name, ("connection", conn.id)):
+            raise RtspError(f"{name} is being published by someone else",
+                            status=RtspStatus.METHOD_NOT_VALID_IN_THIS_STATE)
 
     def _pause(self, request: Request, conn: Connection, headers: Headers) -> Reply:
         session = self._required_session(request, "PAUSE")
@@ -570,7 +772,7 @@ class RtspService:
         return stripped, base_url
 
     def _choose_transport(
-        self, header: str, conn: Connection, taken_channels: set[int]
+        self, header: str, conn: Connection, taken_channels: set[int], wanted_mode: str
     ) -> tuple[TransportChoice, TransportSpec]:
         reasons = []
         for spec in parse_transport(header):
@@ -583,8 +785,8 @@ class RtspService:
                 reasons.append(f"{spec.protocol}: multicast not offered")
                 continue
             mode = (spec.param("mode") or "PLAY").strip('"').upper()
-            if mode != "PLAY":
-                reasons.append(f"mode {mode} not supported")
+            if mode != wanted_mode:
+                reasons.append(f"mode {mode[:20]} not offered here")
                 continue
             try:
                 if lower == "UDP":
@@ -647,3 +849,22 @@ class RtspService:
             f"server_port={self.config.server_rtp_port}-{self.config.server_rtcp_port};{ssrc}"
         )
 
+
+def _wants_record(transport: str | None) -> bool:
+    """Whether a SETUP's Transport asks to record (mode=record in any of its choices)."""
+    if not transport or "record" not in transport.lower():
+        return False
+    try:
+        specs = parse_transport(transport)
+    except ValueError:
+        return False
+    return any((spec.param("mode") or "").strip('"').upper() == "RECORD" for spec in specs)
+
+
+def _is_loopback(ip: str) -> bool:
+    try:
+        address = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback

@@ -30,13 +30,15 @@ class SessionState(enum.Enum):
     INIT = "Init"
     READY = "Ready"
     PLAYING = "Playing"
+    RECORDING = "Recording"
 
 
 S = SessionState
 #: Not a method: the stream of a PLAY has ended (played to its end, or its delivery failed).
 STREAM_ENDED = "stream ended"
-# RFC 2326 A.2 for a play-only server; methods that never change state are listed too.
-# A session exists from SETUP to TEARDOWN, so Init accepts only SETUP.
+# RFC 2326 A.2; methods that never change state are listed too. A session exists from SETUP
+# to TEARDOWN, so Init accepts only SETUP. A session plays or records (``Session.record``,
+# fixed at SETUP): the service refuses PLAY on a recording one and RECORD on a playing one.
 TRANSITIONS: dict[tuple[SessionState, str], SessionState] = {
     (S.INIT, "SETUP"): S.READY,
     (S.READY, "SETUP"): S.READY,
@@ -47,9 +49,13 @@ TRANSITIONS: dict[tuple[SessionState, str], SessionState] = {
     (S.PLAYING, "PAUSE"): S.READY,
     (S.PLAYING, "TEARDOWN"): S.INIT,
     (S.PLAYING, STREAM_ENDED): S.READY,
+    (S.READY, "RECORD"): S.RECORDING,
+    (S.RECORDING, "RECORD"): S.RECORDING,
+    (S.RECORDING, "PAUSE"): S.READY,
+    (S.RECORDING, "TEARDOWN"): S.INIT,
 }
 # Events that start or stop delivery: each one makes queued deliveries stale.
-DELIVERY_EVENTS = frozenset({"PLAY", "PAUSE", "TEARDOWN", STREAM_ENDED})
+DELIVERY_EVENTS = frozenset({"PLAY", "RECORD", "PAUSE", "TEARDOWN", STREAM_ENDED})
 STATELESS_METHODS = frozenset({"OPTIONS", "DESCRIBE", "GET_PARAMETER"})
 for _state in SessionState:
     for _method in STATELESS_METHODS:
@@ -117,6 +123,8 @@ class Session:
     frames_sent: int = 0
     packets_dropped: int = 0
     receiver_reports: int = 0
+    # A publisher's session (SETUP with mode=record): the stream it announced (sdp.AnnouncedVideo).
+    announced: object | None = None
     # Held while the stream state above changes (see the module docstring).
     guard: AbstractContextManager = field(default_factory=nullcontext, repr=False)
 
@@ -130,6 +138,10 @@ class Session:
     def uses_keepalive(self) -> bool:
         # The textbook client never sends keep-alives: see expired().
         return self.dialect is Dialect.STANDARD
+
+    @property
+    def record(self) -> bool:
+        return self.announced is not None
 
     @property
     def uses_rtcp(self) -> bool:
@@ -237,6 +249,10 @@ class SessionRegistry:
     def for_connection(self, connection_id: int) -> list[Session]:
         with self._lock:
             return [s for s in self._sessions.values() if s.connection_id == connection_id]
+
+    def publishers(self) -> list[Session]:
+        with self._lock:
+            return [s for s in self._sessions.values() if s.record]
 
     def find_by_rtcp_source(self, ip: str, port: int) -> Session | None:
         with self._lock:

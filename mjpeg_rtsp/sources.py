@@ -40,15 +40,15 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
+from .live import FrameSink
 from .mjpeg_stream import MjpegStreamSplitter
 
 __all__ = [
     "Backoff",
     "ExecProducer",
     "FileLoopProducer",
-    "FrameSink",
     "LiveProducer",
     "LiveSpec",
     "LiveSpecError",
@@ -75,16 +75,6 @@ JPEG_QUALITY = 80
 _READ_SIZE = 1 << 16
 _MAX_LOG_LINE = 1000  # a child's stderr without newlines is logged in pieces of this size
 _STOP_TIMEOUT = 5.0  # seconds a child gets after SIGTERM before SIGKILL
-
-
-class FrameSink(Protocol):
-    """What a producer feeds: the live channel (mjpeg_rtsp.live)."""
-
-    def push_jpeg(self, jpeg: bytes, capture_time: float) -> None: ...
-
-    def source_started(self, description: str) -> None: ...
-
-    def source_ended(self, reason: str) -> None: ...
 
 
 # --- parsing ------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from .ingest import RtpJpegIngest
+from .live import LivePaths, forwardable
 from .media import MediaError
 from .ports import bind_rtp_pair
 from .rtcp import (
@@ -603,18 +605,22 @@ class UdpEndpoint:
         self,
         host: str,
         family: int,
-        on_rtcp: Callable[[tuple, list], None],
+        on_rtcp: Callable[[tuple, bytes], None],
         gso: bool | None = None,
+        on_rtp: Callable[[tuple, bytes], None] | None = None,
     ) -> None:
         self.rtp_socket, self.rtcp_socket = bind_rtp_pair(host, family)
         for sock in (self.rtp_socket, self.rtcp_socket):
             sock.setblocking(False)  # a full send buffer drops a packet, never stalls pacing
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            # Publishers' frames arrive in bursts of packets while a fan-out is being sent.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         # None: use segmentation offload when the kernel has it (detected once, here).
         self.gso = gso_supported(self.rtp_socket) if gso is None else gso
         self.rtp_port = self.rtp_socket.getsockname()[1]
         self.rtcp_port = self.rtcp_socket.getsockname()[1]
         self._on_rtcp = on_rtcp
+        self._on_rtp = on_rtp
         self._running = False
         self._thread: threading.Thread | None = None
 
@@ -643,13 +649,10 @@ class UdpEndpoint:
                     except OSError:
                         continue  # e.g. ICMP port unreachable reported on a UDP socket
                     if sock is self.rtcp_socket:
-                        try:
-                            packets = parse_compound(data)
-                        except RtcpError as exc:
-                            log.debug("ignoring bad RTCP from %s: %s", address, exc)
-                            continue
-                        self._on_rtcp(address, packets)
-                    # Datagrams on the RTP port are NAT openers from players: nothing to do.
+                        self._on_rtcp(address, data)
+                    elif self._on_rtp is not None:
+                        # A publisher's media, or a NAT opener from a player (ignored).
+                        self._on_rtp(address, data)
 
     def stop(self) -> None:
         self._running = False
@@ -672,6 +675,16 @@ def describe_receiver_reports(packets: list) -> str:
     return "; ".join(parts) or "no report blocks"
 
 
+@dataclass(eq=False)
+class Publisher:
+    """A recording session's inbound stream, from one RECORD (``generation``)."""
+
+    session: Session
+    ingest: RtpJpegIngest
+    generation: int
+    source: tuple[str, int] | None = None  # UDP: where its RTP comes from
+
+
 class Streamer:
     """Delivery, in one place: the pacing scheduler, the UDP endpoint, a sink for every
     session that plays (made for its transport, new when its transport changes), the end
@@ -690,11 +703,15 @@ class Streamer:
     ) -> None:
         self.registry = registry
         self.clock, self.wallclock = clock, wallclock
-        self.udp = UdpEndpoint(host, family, self._on_udp_rtcp, gso)
+        self.udp = UdpEndpoint(host, family, self._on_udp_rtcp, gso, self._on_udp_rtp)
         self.scheduler = PacingScheduler(max_payload, clock, wallclock)
         self.fanout = LiveFanout(max_payload, clock, wallclock)
         self._sinks: dict[str, tuple[TransportChoice, Sink]] = {}
         self._lock = threading.Lock()
+        # Publishers' inbound streams: by session id, and by UDP source address for RTP.
+        self._publishers: dict[str, Publisher] = {}
+        self._publishers_by_source: dict[tuple[str, int], Publisher] = {}
+        self.live_paths: LivePaths | None = None  # set by the server: publishers' paths
 
     @property
     def rtp_port(self) -> int:
@@ -715,6 +732,25 @@ class Streamer:
             self.end(session, "server shutting down")
         self.scheduler.stop()
         self.udp.stop()
+
+    def record(self, session: Session) -> None:
+        """Take in what the publisher of ``session`` sends (after its RECORD)."""
+        with session.guard:
+            transport, generation = session.transport, session.generation
+        publisher = Publisher(session, RtpJpegIngest(session.announced), generation)
+        with self._lock:
+            old = self._publishers.get(session.id)
+            if old is not None:
+                self._forget_source(old)
+            self._publishers[session.id] = publisher
+            if transport.lower is LowerTransport.UDP:
+                publisher.source = (transport.client_ip, transport.rtp_port)
+                self._publishers_by_source[publisher.source] = publisher
+
+    def _forget_source(self, publisher: Publisher) -> None:
+        if publisher.source is not None and \
+                self._publishers_by_source.get(publisher.source) is publisher:
+            del self._publishers_by_source[publisher.source]
 
     def start(self, session: Session, writer: ConnectionWriter) -> None:
         """Stream ``session`` from its position now; ``writer`` is its RTSP connection's (for
@@ -742,9 +778,14 @@ class Streamer:
         the registry, and a standard client that has had packets gets an RTCP BYE."""
         with self._lock:
             known = self._sinks.pop(session.id, None)
+            publisher = self._publishers.pop(session.id, None)
+            if publisher is not None:
+                self._forget_source(publisher)
         if not self.registry.end(session):
             return
         self.fanout.remove(session)
+        if session.record and self.live_paths is not None:
+            self.live_paths.unpublish(session.media, f"publisher left ({reason})")  # type: ignore[arg-type]
         with session.guard:
             if known is not None and session.uses_rtcp and session.packets_sent:
                 timestamp = self._timestamp_now(session)
@@ -764,25 +805,67 @@ class Streamer:
     def sessions_of(self, connection_id: int) -> list[Session]:
         return self.registry.for_connection(connection_id)
 
-    def interleaved_rtcp(self, connection_id: int, channel: int, data: bytes) -> None:
-        """A ``$`` frame from a client: RTCP on one of its sessions' channels, or ignored."""
+    def interleaved(self, connection_id: int, channel: int, data: bytes) -> None:
+        """A ``$`` frame from a client: a publisher's RTP, RTCP on one of its sessions'
+        channels, or ignored."""
         for session in self.registry.for_connection(connection_id):
             t = session.transport
-            if t.lower is LowerTransport.INTERLEAVED and channel == t.rtcp_channel:
-                try:
-                    packets = parse_compound(data)
-                except RtcpError as exc:
-                    log.debug("session %s: bad RTCP: %s", session.id, exc)
-                    return
-                self._receiver_report(session, packets)
+            if t.lower is not LowerTransport.INTERLEAVED:
+                continue
+            if channel == t.rtp_channel and session.record:
+                with self._lock:
+                    publisher = self._publishers.get(session.id)
+                if publisher is not None:
+                    self._ingest(publisher, data)
+                return
+            if channel == t.rtcp_channel:
+                self._rtcp(session, data)
                 return
 
-    def _on_udp_rtcp(self, address: tuple, packets: list) -> None:
+    def _on_udp_rtp(self, address: tuple, data: bytes) -> None:
+        with self._lock:
+            publisher = self._publishers_by_source.get((address[0], address[1]))
+        if publisher is not None:
+            self._ingest(publisher, data)
+
+    def _on_udp_rtcp(self, address: tuple, data: bytes) -> None:
         session = self.registry.find_by_rtcp_source(address[0], address[1])
         if session is None:
             log.debug("RTCP from unknown source %s", address)
             return
+        self._rtcp(session, data)
+
+    def _rtcp(self, session: Session, data: bytes) -> None:
+        if session.record:
+            with self._lock:
+                publisher = self._publishers.get(session.id)
+            if publisher is not None:
+                publisher.ingest.receive_rtcp(data, self.wallclock())
+                session.touch(self.clock())
+            return
+        try:
+            packets = parse_compound(data)
+        except RtcpError as exc:
+            log.debug("session %s: bad RTCP: %s", session.id, exc)
+            return
         self._receiver_report(session, packets)
+
+    def _ingest(self, publisher: Publisher, data: bytes) -> None:
+        """One RTP packet of a publisher: a complete frame goes out to the channel's viewers
+        (on this thread; sinks never block)."""
+        session = publisher.session
+        if session.generation != publisher.generation:
+            return  # PAUSE or TEARDOWN since its RECORD
+        session.touch(self.clock())  # media keeps a publisher's session alive
+        frame = publisher.ingest.receive_rtp(data, self.wallclock())
+        if frame is None:
+            return
+        payloads = frame.payloads if frame.payloads_standalone and \
+            forwardable(frame.payloads) else ()
+        try:
+            session.media.push_jpeg(frame.jpeg, frame.capture_time, payloads)  # type: ignore[attr-defined]
+        except Exception:  # a bug must not stop the receiving thread
+            log.exception("session %s: a published frame could not be passed on", session.id)
 
     def _receiver_report(self, session: Session, packets: list) -> None:
         """Receiver reports keep a session alive, as requests do (RFC 2326 section 12.37)."""

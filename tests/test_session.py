@@ -9,7 +9,7 @@ import pytest
 from conftest import wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_state_tables import RFC_PLAY_ONLY
+from test_state_tables import RFC_PLAY_ONLY, RFC_RECORD
 
 from mjpeg_rtsp.media import MediaLibrary
 from mjpeg_rtsp.rtsp import Dialect, Headers, Request, format_response
@@ -52,10 +52,11 @@ CONN = Connection(1, "127.0.0.1")
 _cseq = itertools.count(1)
 
 
-def call(service, method, target=URL, conn=CONN, **headers):
+def call(service, method, target=URL, conn=CONN, body=b"", **headers):
     fields = [("CSeq", str(next(_cseq)))] + [(k.replace("_", "-"), v) for k, v in headers.items()]
     dialect = Dialect.STANDARD if "://" in target or target == "*" else Dialect.TEXTBOOK
-    return service.handle(Request(method, target, Headers(fields), dialect=dialect), conn)
+    request = Request(method, target, Headers(fields), body=body, dialect=dialect)
+    return service.handle(request, conn)
 
 
 def drive_to(service, state: SessionState) -> str | None:
@@ -76,11 +77,11 @@ def session_state(service, session_id) -> SessionState:
 
 # The server's table: RFC 2326 A.2's rows (written out in test_state_tables), plus the
 # methods that never change a state; a pair not listed is answered 455.
-EXPECTED = {
-    **RFC_PLAY_ONLY,
-    **{(state.value, method): state.value for state in SessionState
-       for method in ("OPTIONS", "DESCRIBE", "GET_PARAMETER")},
-}
+STATELESS = {(state.value, method): state.value for state in SessionState
+             for method in ("OPTIONS", "DESCRIBE", "GET_PARAMETER")}
+EXPECTED = {**RFC_PLAY_ONLY, **STATELESS}
+EXPECTED_RECORD = {**RFC_RECORD, **STATELESS}
+PLAY_STATES = [s for s in SessionState if s is not SessionState.RECORDING]
 
 
 def carry_out(service, reply) -> None:
@@ -90,7 +91,7 @@ def carry_out(service, reply) -> None:
             service.registry.end(action.session)
 
 
-@pytest.mark.parametrize("state", list(SessionState))
+@pytest.mark.parametrize("state", PLAY_STATES)
 @pytest.mark.parametrize("method", METHODS)
 def test_every_state_method_pair(service, state, method):
     session_id = drive_to(service, state)
@@ -102,7 +103,11 @@ def test_every_state_method_pair(service, state, method):
     carry_out(service, reply)
     status = reply.response.status
     expected = EXPECTED.get((state.value, method))
-    if method in ("ANNOUNCE", "RECORD", "SET_PARAMETER", "FROB"):
+    if method in ("ANNOUNCE", "RECORD"):  # publishing is off in this service
+        assert status == 405
+        assert "ANNOUNCE" not in reply.response.headers.get("Public")
+        assert session_state(service, session_id) is state
+    elif method in ("SET_PARAMETER", "FROB"):
         assert status == 501
         assert "DESCRIBE" in reply.response.headers.get("Public")
         assert session_state(service, session_id) is state
@@ -117,7 +122,96 @@ def test_every_state_method_pair(service, state, method):
 
 def test_the_table_has_exactly_the_rfc_entries_and_the_end_of_a_stream():
     methods = {key: value for key, value in TRANSITIONS.items() if key[1] != STREAM_ENDED}
-    assert {(s.value, m): n.value for (s, m), n in methods.items()} == EXPECTED
+    assert {(s.value, m): n.value for (s, m), n in methods.items()} == {
+        **EXPECTED, **EXPECTED_RECORD}
+
+
+PUBLISH_URL = "rtsp://127.0.0.1:8554/live/cam"
+ANNOUNCE_SDP = (b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=cam\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                b"m=video 0 RTP/AVP 26\r\na=control:streamid=0\r\n")
+RECORD_UDP = "RTP/AVP/UDP;unicast;client_port=5002-5003;mode=record"
+
+
+@pytest.fixture
+def publish_service(media_root, clock) -> RtspService:
+    config = ServerConfig(fps=20, server_rtp_port=6970, server_rtcp_port=6971,
+                          session_timeout=60, publish=True)
+    return RtspService(MediaLibrary(str(media_root)), SessionRegistry(5), config, clock)
+
+
+def drive_record_to(service, state: SessionState) -> str | None:
+    if state is SessionState.INIT:
+        return None
+    reply = call(service, "ANNOUNCE", PUBLISH_URL, body=ANNOUNCE_SDP,
+                 Content_Type="application/sdp")
+    assert reply.response.status == 200, reply.response
+    reply = call(service, "SETUP", PUBLISH_URL + "/streamid=0", Transport=RECORD_UDP)
+    assert reply.response.status == 200, reply.response
+    assert "mode=record" in reply.response.headers.get("Transport")
+    if state is SessionState.RECORDING:
+        assert call(service, "RECORD", PUBLISH_URL,
+                    Session=reply.session_id).response.status == 200
+    return reply.session_id
+
+
+@pytest.mark.parametrize("state", [SessionState.READY, SessionState.RECORDING])
+@pytest.mark.parametrize("method", METHODS)
+def test_every_state_method_pair_of_a_recording_session(publish_service, state, method):
+    session_id = drive_record_to(publish_service, state)
+    headers = {"Session": session_id}
+    body = b""
+    if method == "SETUP":
+        headers["Transport"] = RECORD_UDP
+    if method == "ANNOUNCE":
+        headers["Content_Type"] = "application/sdp"
+        body = ANNOUNCE_SDP
+    target = PUBLISH_URL + "/streamid=0" if method == "SETUP" else PUBLISH_URL
+    reply = call(publish_service, method, target, body=body, **headers)
+    carry_out(publish_service, reply)
+    status = reply.response.status
+    expected = EXPECTED_RECORD.get((state.value, method))
+    if method in ("SET_PARAMETER", "FROB"):
+        assert status == 501
+        assert "RECORD" in reply.response.headers.get("Public")
+    elif method == "ANNOUNCE":  # the path is this connection's already: described again
+        assert status == 200
+    elif method == "DESCRIBE":  # no frame has come yet
+        assert status == 404
+    elif expected is None:
+        assert status == 455, reply.response
+        assert session_state(publish_service, session_id) is state
+    else:
+        assert status == 200, reply.response
+        assert session_state(publish_service, session_id).value == expected
+
+
+def test_publishing_rules(publish_service, service) -> None:
+    other = Connection(2, "127.0.0.1")
+    remote = Connection(3, "192.0.2.7")
+    announce = {"body": ANNOUNCE_SDP, "Content_Type": "application/sdp"}
+    assert call(service, "ANNOUNCE", PUBLISH_URL, **announce).response.status == 405
+    assert call(publish_service, "ANNOUNCE", PUBLISH_URL, conn=remote,
+                **announce).response.status == 403  # loopback only without publish users
+    assert call(publish_service, "ANNOUNCE", URL, **announce).response.status == 403  # a file
+    assert call(publish_service, "ANNOUNCE", PUBLISH_URL, body=b"v=0\r\n",
+                Content_Type="application/sdp").response.status == 415
+    assert call(publish_service, "ANNOUNCE", PUBLISH_URL, body=ANNOUNCE_SDP,
+                Content_Type="text/plain").response.status == 415
+    assert call(publish_service, "SETUP", PUBLISH_URL + "/streamid=0",
+                Transport=RECORD_UDP).response.status == 455  # no ANNOUNCE first
+    session_id = drive_record_to(publish_service, SessionState.RECORDING)
+    assert call(publish_service, "PLAY", PUBLISH_URL, Session=session_id).response.status == 455
+    # A second publisher of the same path is refused at ANNOUNCE.
+    assert call(publish_service, "ANNOUNCE", PUBLISH_URL, conn=other,
+                **announce).response.status == 455
+    # A viewer's session cannot RECORD.
+    viewer = call(publish_service, "SETUP", URL + "/stream=0", Transport=UDP).session_id
+    assert call(publish_service, "RECORD", URL, Session=viewer).response.status == 455
+    # Once the publisher's session ends, the path is free again.
+    carry_out(publish_service, call(publish_service, "TEARDOWN", PUBLISH_URL, Session=session_id))
+    publish_service.live.unpublish(publish_service.live.get("live/cam"), "test")
+    assert call(publish_service, "ANNOUNCE", PUBLISH_URL, conn=other,
+                **announce).response.status == 200
     assert TRANSITIONS[(SessionState.PLAYING, STREAM_ENDED)] is SessionState.READY
     assert [key for key in TRANSITIONS if key[1] == STREAM_ENDED] == [
         (SessionState.PLAYING, STREAM_ENDED)]

@@ -26,6 +26,20 @@ RFC_PLAY_ONLY = {
     ("Playing", "TEARDOWN"): "Init",
 }
 
+# RFC 2326 A.2's recording rows, for a session set up with mode=record. A.2 also lists
+# SETUP in Recording (a transport change): refused with 455 here, as a change while playing
+# is (section 10.4 lets a server refuse it).
+RFC_RECORD = {
+    ("Init", "SETUP"): "Ready",
+    ("Ready", "SETUP"): "Ready",
+    ("Ready", "RECORD"): "Recording",
+    ("Ready", "TEARDOWN"): "Init",
+    ("Ready", "PAUSE"): "Ready",
+    ("Recording", "RECORD"): "Recording",
+    ("Recording", "PAUSE"): "Ready",
+    ("Recording", "TEARDOWN"): "Init",
+}
+
 
 @pytest.mark.parametrize(("state", "method"),
                          list(itertools.product(list(PlayerState), CLIENT_METHODS)))

@@ -14,6 +14,7 @@ DEBIAN_PACKAGES=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   python3-gi gir1.2-gst-rtsp-server-1.0
   vlc-bin vlc-plugin-base rtsp-server-perl
+  gstreamer1.0-rtsp
   xvfb xdotool x11-apps imagemagick
 )
 # Also python3, its venv module and Tk (the window tests run under Xvfb), all in one apt step.
