@@ -253,12 +253,10 @@ class Backoff:
 
 
 def encode_rfc2435_jpeg(img, quality: int = JPEG_QUALITY) -> bytes:
-    """A Pillow image as baseline 4:2:0 JPEG with the standard Huffman tables (RFC 2435
-    type 1 as it is, the options mjpeg_rtsp.transcode re-encodes with)."""
-    out = io.BytesIO()
-    img.convert("RGB").save(out, "JPEG", quality=quality, subsampling=2, optimize=False,
-                            progressive=False)
-    return out.getvalue()
+    """A Pillow image as a JPEG that RFC 2435 carries as it is (transcode.encode_rfc2435)."""
+    from .transcode import encode_rfc2435  # Pillow only where needed
+
+    return encode_rfc2435(img, quality=quality)
 
 
 class _UnavailableError(Exception):
@@ -331,14 +329,12 @@ class LiveProducer:
         self.description = description
         self.on_air = True
         self.starts += 1
-        log.info("live %s: on air: %s", self.name, description)
-        self.sink.source_started(description)
+        self.sink.source_started(description)  # the channel logs it
 
     def _ended(self, reason: str) -> None:
         if self.on_air:
             self.on_air = False
-            log.info("live %s: off air: %s", self.name, reason)
-            self.sink.source_ended(reason)
+            self.sink.source_ended(reason)  # the channel logs it
 
     def _wait_retry(self, ran_for: float, why: str) -> bool:
         """Back off before the next attempt; False when stop() came meanwhile."""

@@ -64,6 +64,15 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
         )
 
 
+def encode_rfc2435(img: Image.Image, **quality_or_qtables: object) -> bytes:
+    """``img`` as a JPEG that RFC 2435 carries as it is (type 1): baseline, 4:2:0, the
+    standard Huffman tables that appendix B rebuilds. Give ``quality`` or ``qtables``."""
+    out = io.BytesIO()
+    img.convert("RGB").save(out, "JPEG", subsampling=2, optimize=False, progressive=False,
+                            **quality_or_qtables)
+    return out.getvalue()
+
+
 def make_rfc2435_compatible(jpeg: bytes, max_pixels: int = MAX_REENCODE_PIXELS) -> bytes:
     """Re-encode a frame as baseline 3-component 4:2:0 JPEG with standard Huffman tables.
 
@@ -90,18 +99,10 @@ def make_rfc2435_compatible(jpeg: bytes, max_pixels: int = MAX_REENCODE_PIXELS) 
             rgb = img.convert("RGB")
     except _DECODE_ERRORS as exc:
         raise JpegError(f"cannot decode frame for re-encoding: {exc}") from exc
-    out = io.BytesIO()
-    options: dict[str, object] = {
-        "subsampling": 2,  # 4:2:0
-        "optimize": False,  # standard Huffman tables
-        "progressive": False,
-    }
     if tables is not None:
-        options["qtables"] = tables
+        result = encode_rfc2435(rgb, qtables=tables)
     else:
-        options["quality"] = 75
-    rgb.save(out, "JPEG", **options)
-    result = out.getvalue()
+        result = encode_rfc2435(rgb, quality=75)
     info = scan_jpeg(result)
     if info.rfc2435_type not in (0, 1):
         raise JpegError(f"re-encoded frame is still not RFC 2435 compatible: "
