@@ -168,45 +168,27 @@ def measure_latency(seconds: float, latencies: list[float], media: str, fps: flo
 
     class TimedPlayer(Player):
         """Timestamps a frame's marker packet, its release to the decoder and its display, by
-        wrapping the controller's receive and rebuild steps (its protocol logic runs as is)."""
+        wrapping the controller's receive step and the driver's hand-over to the decoder (the
+        protocol logic runs as is). Frames are keyed by their RTP timestamp."""
 
         def __init__(self, *a, **k):
             self.marks: dict[int, float] = {}  # RTP timestamp -> marker packet arrival
-            self.offered: dict[float, tuple[int, float]] = {}  # position -> (ts, time)
-            self.shown: dict[float, float] = {}
-            self._released: dict[float, int] = {}  # position -> RTP timestamp
+            self.offered: dict[int, float] = {}  # RTP timestamp -> handed to the decoder
+            self.shown: dict[int, float] = {}  # RTP timestamp -> picture ready
             self._bench_latest = None
             super().__init__(*a, **k)
-            controller = self.controller
-            receive_rtp, rebuild, pop_frames = (controller.receive_rtp, controller._rebuild,
-                                                controller.pop_frames)
-            batch: list[int] = []
+            receive_rtp = self.controller.receive_rtp
 
             def timed_receive_rtp(data, source_ip, now):
                 if len(data) >= 12 and data[1] & 0x80:
                     self.marks[int.from_bytes(data[4:8], "big")] = now
                 receive_rtp(data, source_ip, now)
 
-            def timed_rebuild(frame):
-                jpeg = rebuild(frame)
-                if jpeg is not None:
-                    batch.append(frame.timestamp)
-                return jpeg
+            self.controller.receive_rtp = timed_receive_rtp
 
-            def timed_pop_frames(now):
-                batch.clear()
-                frames = pop_frames(now)
-                for (_, position), timestamp in zip(frames, batch, strict=True):
-                    self._released[position] = timestamp
-                return frames
-
-            controller.receive_rtp = timed_receive_rtp
-            controller._rebuild = timed_rebuild
-            controller.pop_frames = timed_pop_frames
-
-        def _offer(self, jpeg, position):
-            self.offered[position] = (self._released.get(position, -1), self.clock())
-            super()._offer(jpeg, position)
+        def _offer(self, frame):
+            self.offered[frame.timestamp] = self.clock()
+            super()._offer(frame)
 
         @property
         def _latest(self):
@@ -215,7 +197,7 @@ def measure_latency(seconds: float, latencies: list[float], media: str, fps: flo
         @_latest.setter
         def _latest(self, frame):
             if frame is not None:
-                self.shown[frame.position] = self.clock()
+                self.shown[frame.timestamp] = self.clock()
             self._bench_latest = frame
 
     root = Path(media).parent
@@ -237,12 +219,10 @@ def measure_latency(seconds: float, latencies: list[float], media: str, fps: flo
             time.sleep(seconds)
             player.close()
             total, wait, decode = [], [], []
-            for position, shown in player.shown.items():
-                if position not in player.offered:
-                    continue
-                ts, offered = player.offered[position]
+            for ts, shown in player.shown.items():
+                offered = player.offered.get(ts)
                 arrival = player.marks.get(ts)
-                if arrival is None:
+                if offered is None or arrival is None:
                     continue
                 total.append(shown - arrival)
                 wait.append(offered - arrival)
