@@ -24,7 +24,7 @@ class VideoStream:
 
     def nextFrame(self) -> bytes:
         """The next frame's JPEG bytes, or ``b""`` after the last one."""
-        if self.frameNum >= self._file.frame_count:
+        if not self._file.has_frame(self.frameNum):
             return b""
         data = self._file.frame(self.frameNum)
         self.frameNum += 1
@@ -37,11 +37,11 @@ class VideoStream:
     # Beyond the course's API: random access for seeking.
     @property
     def frame_count(self) -> int:
-        return self._file.frame_count
+        return self._file.total_frames()
 
     def seek(self, frame: int) -> None:
         """Make ``nextFrame()`` return frame ``frame`` (0-based) next."""
-        if not 0 <= frame <= self._file.frame_count:
+        if not 0 <= frame <= self.frame_count:
             raise IndexError(f"frame {frame} out of range")
         self.frameNum = frame
 

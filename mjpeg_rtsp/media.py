@@ -41,6 +41,12 @@ log = logging.getLogger(__name__)
 MEDIA_EXTENSIONS = (".mjpeg", ".mjpg")
 TEXTBOOK_LENGTH_DIGITS = 5
 _READ_CHUNK = 4 << 20
+# Files up to this size are indexed whole when opened (a 64 MiB file of 720p frames in about
+# 0.2 s); a larger one only its first LAZY_FIRST_BYTES, then LAZY_AHEAD_FRAMES ahead of the
+# frame asked for, so PLAY starts in milliseconds whatever the size (issue 11: a 1 GB file).
+EAGER_INDEX_BYTES = 64 << 20
+LAZY_FIRST_BYTES = 1 << 20
+LAZY_AHEAD_FRAMES = 8
 DEFAULT_CACHE_BYTES = 64 << 20
 # The whole JPEG in one UDP datagram (the textbook dialect): 65507 minus the RTP header.
 MAX_DATAGRAM_JPEG = 65507 - RTP_HEADER_SIZE
@@ -83,14 +89,18 @@ class MjpegLayout(enum.Enum):
     RAW = "raw"  # concatenated JPEG files
 
 
-@dataclass(frozen=True)
+@dataclass
 class FrameIndex:
+    """Where each frame is. Grows at the end only (see :class:`_Indexer`); ``complete`` once
+    the end of the file (or of its readable part) has been reached."""
+
     layout: MjpegLayout
     offsets: array  # of frame starts (the JPEG's SOI)
     lengths: array
     width: int
     height: int
     flags: bytearray  # FLAG_* per frame
+    complete: bool = True
 
     @property
     def frame_count(self) -> int:
@@ -132,16 +142,56 @@ def build_index(fd: int, size: int, name: str) -> FrameIndex:
     and padding searched, holes of sparse files not even read), so a 1 GiB file takes well
     under a second when it is mostly padding.
     """
-    reader = _ChunkReader(fd, size)
-    head, _ = reader.window(0, 16)
-    layout = detect_layout(head[:16], name)
-    offsets, lengths = array("q"), array("q")
-    flags = bytearray()
-    width = height = 0
-    position = 0
-    while position < size:
-        number = len(offsets)
-        if layout is MjpegLayout.TEXTBOOK:
+    indexer = _Indexer(fd, size, name)
+    indexer.advance(until_frame=None)
+    return indexer.index
+
+
+class _Indexer:
+    """Builds a file's :class:`FrameIndex` frame by frame and can stop and go on later, so a
+    large file is indexed ahead of the playing position instead of all before its first
+    frame (``advance``). A malformed frame raises MediaError while the index is empty or
+    ``strict``; later (a large file's damage found while it plays) the index just ends there."""
+
+    def __init__(self, fd: int, size: int, name: str) -> None:
+        self.reader = _ChunkReader(fd, size)
+        self.size, self.name = size, name
+        head, _ = self.reader.window(0, 16)
+        layout = detect_layout(head[:16], name)
+        self.index = FrameIndex(layout, array("q"), array("q"), 0, 0, bytearray(), False)
+        self.position = 0
+        self.error: MediaError | None = None
+
+    def advance(self, until_frame: int | None, until_byte: int | None = None,
+                strict: bool = True) -> None:
+        """Index frames until frame ``until_frame`` is known (None: to the end of the file),
+        stopping early once past byte ``until_byte``."""
+        index = self.index
+        while not index.complete:
+            if until_frame is not None and index.frame_count > until_frame:
+                return
+            if until_byte is not None and self.position >= until_byte:
+                return
+            if self.position >= self.size:
+                if not index.offsets:
+                    raise UnsupportedMediaError(f"{self.name}: no frames")
+                index.complete = True
+                return
+            try:
+                self._next()
+            except MediaError as exc:
+                if strict or not index.offsets:
+                    raise
+                # Damage far into a file found while it plays: it ends at its last good frame.
+                self.error = exc
+                index.complete = True
+                log.warning("%s: %s; playing it as %d frames", self.name, exc, index.frame_count)
+
+    def _next(self) -> None:
+        index, reader, name, size = self.index, self.reader, self.name, self.size
+        position = self.position
+        number = index.frame_count
+        if index.layout is MjpegLayout.TEXTBOOK:
             data, at = reader.window(position, TEXTBOOK_LENGTH_DIGITS)
             digits = data[at : at + TEXTBOOK_LENGTH_DIGITS]
             if len(digits) < TEXTBOOK_LENGTH_DIGITS or not digits.isdigit():
@@ -168,14 +218,13 @@ def build_index(fd: int, size: int, name: str) -> FrameIndex:
             start = position
             info, length = _scan_raw_frame(reader, start, name, number)
             position = _skip_padding(reader, start + length, name, number)
-        if not offsets:
-            width, height = info.width, info.height
-        offsets.append(start)
-        lengths.append(length)
-        flags.append(_frame_flags(info))
-    if not offsets:
-        raise UnsupportedMediaError(f"{name}: no frames")
-    return FrameIndex(layout, offsets, lengths, width, height, flags)
+        if not index.offsets:
+            index.width, index.height = info.width, info.height
+        # Flags before lengths before offsets: a reader that sees the offset sees the rest.
+        index.flags.append(_frame_flags(info))
+        index.lengths.append(length)
+        index.offsets.append(start)
+        self.position = position
 
 
 def _frame_flags(info: JpegInfo) -> int:
@@ -276,11 +325,17 @@ class MjpegFile:
             if not stat.S_ISREG(st.st_mode):
                 raise MediaNotFoundError(f"{self.name}: not a regular file")
             self.signature = (st.st_ino, st.st_size, st.st_mtime_ns)
-            self.index = build_index(self._fd, st.st_size, self.name)
+            self._indexer = _Indexer(self._fd, st.st_size, self.name)
+            # A file up to EAGER_INDEX_BYTES is indexed whole now (exact range, every error
+            # at once); a larger one only its first part, the rest ahead of playing.
+            eager = None if st.st_size <= EAGER_INDEX_BYTES else LAZY_FIRST_BYTES
+            self._indexer.advance(until_frame=None, until_byte=eager)
+            self.index = self._indexer.index
         except BaseException:
             self.close()  # and mark it closed, so __del__ cannot close a reused descriptor
             raise
         self._lock = threading.Lock()
+        self._index_lock = threading.Lock()  # one thread indexes further at a time
         self._cache: OrderedDict[tuple, tuple[bytes, ...]] = OrderedDict()
         self._cache_bytes = 0
         self._cache_limit = cache_bytes
@@ -289,6 +344,31 @@ class MjpegFile:
 
     @property
     def frame_count(self) -> int:
+        """Frames indexed so far: all of them once :attr:`complete`."""
+        return self.index.frame_count
+
+    @property
+    def complete(self) -> bool:
+        return self.index.complete
+
+    def has_frame(self, number: int) -> bool:
+        """Whether frame ``number`` exists, indexing further (ahead of it) if need be."""
+        if number < self.index.frame_count:
+            return True
+        if self.index.complete or number < 0:
+            return False
+        with self._index_lock:
+            if not self.index.complete:
+                try:
+                    self._indexer.advance(until_frame=number + LAZY_AHEAD_FRAMES, strict=False)
+                except OSError as exc:  # reading failed: the file ends here for now
+                    log.warning("%s: cannot read further: %s", self.name, exc)
+                    return number < self.index.frame_count
+        return number < self.index.frame_count
+
+    def total_frames(self) -> int:
+        """Index the whole file (however long that takes) and return its frame count."""
+        self.has_frame(2**62)
         return self.index.frame_count
 
     @property
@@ -305,7 +385,7 @@ class MjpegFile:
         MediaChangedError if the file no longer holds what was indexed (truncated or
         rewritten while being served): every later call on this object fails the same way.
         """
-        if not 0 <= number < self.frame_count:
+        if not self.has_frame(number):
             raise IndexError(f"frame {number} out of range 0..{self.frame_count - 1}")
         if self.changed:
             raise MediaChangedError(f"{self.name} changed on disk while being served")
@@ -347,6 +427,11 @@ class MjpegFile:
         for one datagram."""
         if self.index.lengths[number] > MAX_DATAGRAM_JPEG:
             return ()
+        return self.jpeg_payload(number)
+
+    def jpeg_payload(self, number: int) -> tuple[bytes, ...]:
+        """The whole JPEG of any size in one payload (HTTP viewers), cached once with the
+        textbook's (the same bytes)."""
         return self._cached(("raw", number), lambda key: (self.frame(key[1]),))
 
     def deliverable_frames(self, raw: bool) -> int:
@@ -537,8 +622,9 @@ class MediaLibrary:
         except OSError as exc:
             raise MediaNotFoundError(f"{name}: cannot read: {exc.strerror}") from None
         log.info(
-            "indexed %s: %d frames, %dx%d (%s layout)",
-            name, media.frame_count, media.width, media.height, media.index.layout.value,
+            "indexed %s: %d frames%s, %dx%d (%s layout)",
+            name, media.frame_count, "" if media.complete else " so far (the rest as it plays)",
+            media.width, media.height, media.index.layout.value,
         )
         return media
 

@@ -28,8 +28,9 @@ class VideoDescription:
     width: int
     height: int
     fps: float | None
-    duration: float | None  # None: a live stream
+    duration: float | None  # None: not known (a live stream, a file still being indexed)
     control: str = "stream=0"
+    live: bool = False
 
 
 def build_sdp(
@@ -47,7 +48,8 @@ def build_sdp(
         "a=tool:mjpeg-rtsp",
         "a=type:broadcast",
         "a=control:*",
-        "a=range:npt=now-" if media.duration is None else f"a=range:npt=0-{media.duration:.3f}",
+        "a=range:npt=now-" if media.live else
+        f"a=range:npt=0-{'' if media.duration is None else f'{media.duration:.3f}'}",
         "m=video 0 RTP/AVP 26",
         "a=rtpmap:26 JPEG/90000",
         f"a=control:{media.control}",

@@ -168,6 +168,7 @@ class RtspService:
         if auth_backoff is None and (authenticator or publish_authenticator) is not None:
             auth_backoff = AuthBackoff()
         self.auth_backoff = auth_backoff
+        self.auth_failures = 0  # requests refused for wrong credentials (for the figures)
 
     # --- entry points ---------------------------------------------------------------------
 
@@ -286,6 +287,8 @@ class RtspService:
             if backoff is not None:
                 backoff.succeeded(conn.peer_ip)
             return None
+        if result.status is AuthStatus.BAD:
+            self.auth_failures += 1
         if result.status is AuthStatus.BAD and backoff is not None:
             delay = backoff.failed(conn.peer_ip, self.clock())
             if delay > 0:
@@ -362,10 +365,13 @@ class RtspService:
         path, base_url = self._presentation(request)
         media = self._open(path)
         width, height = media.width, media.height
-        if isinstance(media, LiveChannel):
+        live = isinstance(media, LiveChannel)
+        if live:
             fps, duration = media.fps, None  # live: "a=range:npt=now-"
         else:
-            fps, duration = self.config.fps, media.frame_count / self.config.fps
+            # A large file still being indexed has no known end yet: "a=range:npt=0-".
+            fps = self.config.fps
+            duration = media.frame_count / fps if media.complete else None
         description = VideoDescription(
             name=path.rsplit("/", 1)[-1],
             width=width,
@@ -373,6 +379,7 @@ class RtspService:
             fps=fps,
             duration=duration,
             control=CONTROL_SUFFIX,
+            live=live,
         )
         sdp = build_sdp(description, conn.local_ip, session_id=abs(hash(path)) % 10**10)
         if (width % 8 or height % 8) and max(width, height) <= MAX_RFC2435_DIMENSION:
@@ -482,33 +489,30 @@ class RtspService:
                     start, end = parse_npt_range(range_header)
                 except RangeError as exc:
                     raise RtspError(str(exc), status=RtspStatus.INVALID_RANGE) from None
-            total = session.frame_count
-            # Compare in seconds first: start * fps may overflow to inf for huge values.
+            media = session.media
+            # A large file is indexed as it plays (media.py): has_frame indexes up to a frame.
             if start is not None:
-                first = total if start >= session.duration else min(
-                    math.floor(start * session.fps + 1e-6), total)
-                if first >= total:
+                first = _frame_at(start, session.fps, math.floor)
+                if not media.has_frame(first):  # type: ignore[attr-defined]
                     raise RtspError(
-                        f"start {start:.3f} s is past the end ({session.duration:.3f} s)",
+                        f"start {start:.3f} s is past the end "
+                        f"({media.frame_count / session.fps:.3f} s)",  # type: ignore[attr-defined]
                         status=RtspStatus.INVALID_RANGE,
                     )
                 session.position = first
-            elif session.position >= total:
+            elif not media.has_frame(session.position):  # type: ignore[attr-defined]
                 session.position = 0  # played to the end: PLAY starts over
-            if end is None or end >= session.duration:
-                stop = total
-            else:
-                stop = min(total, math.ceil(end * session.fps - 1e-6))
-            if stop <= session.position:
+            stop = None if end is None else _frame_at(end, session.fps, math.ceil)
+            if stop is not None and stop <= session.position:
                 raise RtspError("empty range", status=RtspStatus.INVALID_RANGE)
+            if media.complete:  # type: ignore[attr-defined]
+                stop = media.frame_count if stop is None else min(stop, media.frame_count)  # type: ignore[attr-defined]
+            end_text = "" if stop is None else f"{stop / session.fps:.3f}"
             session.stop_frame = stop
             session.apply("PLAY")
             session.touch(self.clock())
             headers.add("Session", self._session_header(session))
-            headers.add(
-                "Range",
-                f"npt={session.position / session.fps:.3f}-{stop / session.fps:.3f}",
-            )
+            headers.add("Range", f"npt={session.position / session.fps:.3f}-{end_text}")
             if session.payload_format is PayloadFormat.RFC2435:
                 headers.add(
                     "RTP-Info",
@@ -868,3 +872,12 @@ def _is_loopback(ip: str) -> bool:
         return False
     mapped = getattr(address, "ipv4_mapped", None)
     return (mapped or address).is_loopback
+
+
+def _frame_at(seconds: float, fps: float, rounding: Callable[[float], int]) -> int:
+    """The frame at ``seconds`` (rounded by ``rounding``), capped so that a huge or infinite
+    time is simply past any end."""
+    frames = seconds * fps
+    if not frames < 2**62:
+        return 2**62
+    return rounding(frames + (1e-6 if rounding is math.floor else -1e-6))

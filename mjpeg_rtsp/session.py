@@ -147,14 +147,6 @@ class Session:
     def uses_rtcp(self) -> bool:
         return self.payload_format is PayloadFormat.RFC2435
 
-    @property
-    def frame_count(self) -> int:
-        return self.media.frame_count  # type: ignore[attr-defined]
-
-    @property
-    def duration(self) -> float:
-        return self.frame_count / self.fps
-
     def rtp_timestamp(self, frame: int) -> int:
         """One 90 kHz timestamp per frame, from its position in the file."""
         return (self.timestamp_base + round(frame * 90000 / self.fps)) & 0xFFFFFFFF

@@ -643,13 +643,13 @@ class FileLoopProducer(_PacedProducer):
             raise _UnavailableError(f"cannot open {self.path}: {exc.strerror or exc}") from None
         except MediaError as exc:
             raise _UnavailableError(f"cannot play {self.path}: {exc}") from None
-        return (f"file {self._file.name} ({self._file.frame_count} frames looped at "
+        return (f"file {self._file.name} ({self._file.total_frames()} frames looped at "
                 f"{self.fps:g} fps)")
 
     def _frame(self, k: int) -> tuple[bytes, float]:
         from .media import MediaError
 
-        count = self._file.frame_count
+        count = self._file.total_frames()
         self.loops = k // count
         try:
             jpeg = self._file.frame(k % count)

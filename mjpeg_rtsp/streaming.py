@@ -416,12 +416,13 @@ class PacingScheduler:
             if session.generation != pace.generation or session.state is not SessionState.PLAYING:
                 return None
             frame = session.position
-            stop = session.stop_frame if session.stop_frame is not None else session.frame_count
-            if frame >= stop:
+            stop = session.stop_frame
+            # has_frame: a large file is indexed ahead of the playing position as it plays.
+            if (stop is not None and frame >= stop) or not session.media.has_frame(frame):  # type: ignore[attr-defined]
                 # One frame interval after the last frame, so players that treat BYE as
                 # end of stream have read that frame by then.
                 self._end_stream(pace, frame, "end of stream")
-                log.info("session %s: end of stream after frame %d%s", session.id, stop - 1,
+                log.info("session %s: end of stream after frame %d%s", session.id, frame - 1,
                          f" ({pace.skipped} frames skipped)" if pace.skipped else "")
                 return None
             timestamp = session.rtp_timestamp(frame)
