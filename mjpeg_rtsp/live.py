@@ -18,6 +18,7 @@ server's lifetime) and those publishers hold (from ANNOUNCE to the end of their 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -37,6 +38,7 @@ MIN_FRAME_STEP = 1e-4
 # than this: what fits a 1500-byte Ethernet MTU, as ffmpeg's default 1472-byte packets do.
 PUBLISHER_PAYLOAD_LIMIT = 1500 - 20 - 8 - RTP_HEADER_SIZE
 MAX_LIVE_PATHS = 64  # publisher paths at once (--live paths come on top)
+RATE_WINDOW_FRAMES = 64  # the measured rate is over this many frames
 
 
 class FrameSink(Protocol):
@@ -138,7 +140,9 @@ class LiveChannel:
         self.frames_reencoded = 0
         self.frames_uncarried = 0
         self._epoch: float | None = None
-        self._rate: float | None = None  # measured frames per second (smoothed)
+        # Recent frames' times, for the measured rate: frames over a window, not one step's
+        # inverse, which a pipe's bursts (several frames read at once) would inflate.
+        self._recent: deque[float] = deque(maxlen=RATE_WINDOW_FRAMES)
         self._last_time: float | None = None
 
     # --- the producer's side (FrameSink) ------------------------------------------------
@@ -152,6 +156,7 @@ class LiveChannel:
         self.on_air = False
         self.status = f"off air: {reason}"
         self._last_time = None
+        self._recent.clear()
         log.info("live %s: off air (%s)", self.name, reason)
         if was_on_air and self.listener is not None:
             self.listener.live_ended(self, reason)
@@ -214,14 +219,10 @@ class LiveChannel:
         if self._epoch is None:
             self._epoch = capture_time
         time = capture_time - self._epoch
-        if self._last_time is not None:
-            step = time - self._last_time
-            if step < MIN_FRAME_STEP:
-                time = self._last_time + MIN_FRAME_STEP
-            else:
-                rate = 1.0 / step
-                self._rate = rate if self._rate is None else 0.9 * self._rate + 0.1 * rate
+        if self._last_time is not None and time - self._last_time < MIN_FRAME_STEP:
+            time = self._last_time + MIN_FRAME_STEP
         self._last_time = time
+        self._recent.append(time)
         return time
 
     # --- what the service reads ----------------------------------------------------------
@@ -229,7 +230,12 @@ class LiveChannel:
     @property
     def fps(self) -> float | None:
         """The declared rate, else the measured one (None before two frames)."""
-        return self.declared_fps or self._rate
+        if self.declared_fps:
+            return self.declared_fps
+        recent = self._recent
+        if len(recent) < 2 or recent[-1] <= recent[0]:
+            return None
+        return (len(recent) - 1) / (recent[-1] - recent[0])
 
     @property
     def width(self) -> int:

@@ -235,3 +235,19 @@ def test_join_and_leave_cycles_leak_nothing(live_server) -> None:
             client.request("TEARDOWN", "cam", Session=session)
             client.close()
     assert server.streamer.fanout.viewer_count(channel) == 0
+
+
+def test_measured_rate_is_not_inflated_by_bursts() -> None:
+    """A pipe delivers frames in bursts (several read at once): the rate announced in the SDP
+    is frames over a window of them, not the inverse of one step."""
+    from mjpeg_rtsp.live import LiveChannel
+
+    channel = LiveChannel("burst", "live")
+    jpeg = frame_jpeg(0, (32, 32))
+    t = 1000.0
+    for n in range(128):  # 25 fps on average: four frames 0.5 ms apart every 160 ms
+        if n % 4 == 0:
+            t += 0.16
+        channel.push_jpeg(jpeg, t + (n % 4) * 0.0005)
+    assert 23 < channel.fps < 28
+    assert LiveChannel("declared", "live", declared_fps=30).fps == 30
