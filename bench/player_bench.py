@@ -6,14 +6,13 @@
 
 Each prints one JSON object.
 
-* ``decode``: the player's own decoder thread (``Player._decode_loop``: Pillow, in
-  memory, JPEG draft mode when the display is smaller than the frame, RGB, resize
-  to the display size) fed through its own queue with the file's frames in a
-  loop, as fast as it takes them; frames per second for a few display sizes.
-* ``tk``: what the window does per frame, in one thread: the player's decode step,
-  then ``PhotoImage.paste`` into the Tk image in place (as ``Client._show``) and
-  ``update_idletasks`` so Tk redraws the label; frames per second, and the
-  display part alone.
+* ``decode``: the player's own decoder threads (``Player._decode_loop``, DECODER_THREADS
+  of them: Pillow, in memory, JPEG draft mode when the display is smaller than the
+  frame, RGB, resize to the display size) fed through their queue with the file's
+  frames in a loop, as fast as they take them; frames per second for a few display sizes.
+* ``tk``: the window's pipeline: those decoder threads, and the Tk thread showing each new
+  picture with ``PhotoImage.paste`` in place (as ``Client._show``) and
+  ``update_idletasks``; frames shown per second, and the display part alone.
 * ``latency``: our server (a subprocess) and the Player library in this
   process over UDP on loopback. For each displayed frame: from the kernel
   handing the frame's last (marker) packet to the receiver thread (its
@@ -62,36 +61,60 @@ def decode_for_display(jpeg: bytes, size: tuple[int, int] | None):
     return player_decode(jpeg, size)[0]
 
 
-def bench_decode(path: str, seconds: float) -> dict:
-    """The player's decoder thread itself, fed through its queue."""
+def _decoders(size: tuple[int, int] | None):
+    """A Player whose decoder threads (all DECODER_THREADS of them) run without a
+    connection, and a feeder thread that keeps their queue full with ``frames``."""
     from mjpeg_rtsp.client import parse_rtsp_url
-    from mjpeg_rtsp.player import Player, PlayerOptions
+    from mjpeg_rtsp.controller import ReleasedFrame
+    from mjpeg_rtsp.player import DECODER_THREADS, Player, PlayerOptions
 
+    player = Player(parse_rtsp_url("rtsp://127.0.0.1:1/none"), PlayerOptions(display_size=size))
+    player._running = True
+    threads = [threading.Thread(target=player._decode_loop, daemon=True)
+               for _ in range(DECODER_THREADS)]
+
+    def feed(frames: list[bytes]) -> None:
+        order = 0
+        while player._running:
+            order += 1
+            jpeg = frames[order % len(frames)]
+            try:  # blocking, so that none is skipped: the decoders set the pace
+                player._decode_queue.put((order, ReleasedFrame(jpeg, 0.0, order)), timeout=0.1)
+            except Exception:  # noqa: BLE001 - queue.Full: try again (or stop)
+                pass
+
+    return player, threads, feed
+
+
+def _stop(player, threads, feeder) -> None:
+    player._running = False
+    feeder.join(5)
+    for thread in threads:
+        thread.join(5)
+
+
+def bench_decode(path: str, seconds: float) -> dict:
+    """The player's decoder threads themselves, fed through their queue."""
     frames = read_frames(path)
     results = {}
     for name, size in SIZES.items():
-        player = Player(parse_rtsp_url("rtsp://127.0.0.1:1/none"),
-                        PlayerOptions(display_size=size))
-        player._running = True  # the decoder thread alone, without a connection
-        thread = threading.Thread(target=player._decode_loop, daemon=True)
-        thread.start()
+        player, threads, feed = _decoders(size)
+        feeder = threading.Thread(target=feed, args=(frames,), daemon=True)
+        for thread in threads:
+            thread.start()
         started = time.perf_counter()
-        fed = 0
-        while time.perf_counter() - started < seconds:
-            player._decode_queue.put((frames[fed % len(frames)], None))
-            fed += 1
-        player._decode_queue.put(None)
-        thread.join(10)
-        elapsed = time.perf_counter() - started
+        feeder.start()
+        time.sleep(seconds)  # a benchmark window, not a synchronisation
         decoded = player.counters.frames_decoded
+        elapsed = time.perf_counter() - started
+        _stop(player, threads, feeder)
         latest = player.latest_frame()
         results[name] = {
             "fps": decoded / elapsed,
             "frames": decoded,
-            "corrupt": player.counters.frames_corrupt,
+            "threads": len(threads),
             "shown_size": list(latest.image.size) if latest else None,
         }
-        player._running = False
     return {"file": path, "frame_size": _size(frames[0]), "decode": results}
 
 
@@ -102,6 +125,9 @@ def _size(jpeg: bytes) -> list[int]:
 
 
 def bench_tk(path: str, seconds: float) -> dict:
+    """The window's pipeline: the player's decoder threads, and this (Tk) thread showing
+    each new picture as ``Client._show`` does (``PhotoImage.paste`` in place, then
+    ``update_idletasks``). Frames shown per second, and the display part alone."""
     import tkinter as tk
 
     from PIL import ImageTk
@@ -114,12 +140,23 @@ def bench_tk(path: str, seconds: float) -> dict:
     for name, size in SIZES.items():
         if name == "640x360":
             continue
+        player, threads, feed = _decoders(size)
+        feeder = threading.Thread(target=feed, args=(frames,), daemon=True)
+        for thread in threads:
+            thread.start()
+        feeder.start()
         photo = None
-        n = 0
+        shown = 0
+        last = None
         display_time = 0.0
         started = time.perf_counter()
         while time.perf_counter() - started < seconds:
-            image = decode_for_display(frames[n % len(frames)], size)
+            frame = player.latest_frame()
+            if frame is None or frame is last:
+                time.sleep(0.0005)  # the window polls too (Client.POLL_MS)
+                continue
+            last = frame
+            image = frame.image
             t = time.perf_counter()
             if photo is not None and photo.width() == image.width \
                     and photo.height() == image.height:
@@ -129,11 +166,13 @@ def bench_tk(path: str, seconds: float) -> dict:
                 label.config(image=photo)
             root.update_idletasks()
             display_time += time.perf_counter() - t
-            n += 1
+            shown += 1
         elapsed = time.perf_counter() - started
-        results[name] = {"fps": n / elapsed, "frames": n,
-                         "display_ms": display_time * 1000 / n,
-                         "shown_size": [photo.width(), photo.height()]}
+        _stop(player, threads, feeder)
+        results[name] = {"fps": shown / elapsed, "frames": shown,
+                         "display_ms": display_time * 1000 / max(shown, 1),
+                         "decoded": player.counters.frames_decoded,
+                         "shown_size": [photo.width(), photo.height()] if photo else None}
     root.destroy()
     return {"file": path, "frame_size": _size(frames[0]), "tk": results}
 

@@ -464,11 +464,12 @@ def targets(rows: list[dict], player: dict | None, drift: dict | None = None) ->
 def player_report(player: dict) -> list[str]:
     out = ["## The player", "",
            "Frames per second (more is better; 30 fps needs 30, the target is 2x headroom). "
-           "*Decode*: the player's own decoder thread (`Player._decode_loop`: Pillow in memory, "
-           "JPEG draft mode when the display is smaller, RGB, resize to the display size) fed "
-           "the file's frames through its queue as fast as it takes them. *Decode + Tk*: the "
-           "same steps then `PhotoImage.paste` in place (as `Client._show`) and "
-           "`update_idletasks`, one thread, under Xvfb. ffmpeg: `ffmpeg -benchmark -f mjpeg -i "
+           "*Decode*: the player's own decoder threads (`Player._decode_loop`, two: Pillow in "
+           "memory, JPEG draft mode when the display is smaller, at 1/2 for large frames shown "
+           "at 2/3 or less, RGB, resize to the display size) fed the file's frames through "
+           "their queue as fast as they take them. *Decode + Tk*: the window's pipeline, those "
+           "decoders and the Tk thread showing each new picture with `PhotoImage.paste` in "
+           "place (as `Client._show`) and `update_idletasks`, under Xvfb. ffmpeg: `ffmpeg -benchmark -f mjpeg -i "
            "FILE -f null -` (decoding to YUV, no scaling), single-threaded and automatic.", ""]
     if player.get("tk_note"):
         out += [f"Note: {player['tk_note']}.", ""]
