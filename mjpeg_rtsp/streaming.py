@@ -585,7 +585,10 @@ class LiveFanout:
             with session.guard:
                 if session.generation != viewer.generation:
                     continue
-                if session.uses_rtcp and session.packets_sent:
+                # Even to a viewer whose PLAY came too late for a frame: without the BYE it
+                # would wait for media forever (ffmpeg does). The compound opens with an SR,
+                # so the server has sent RTCP to it (RFC 3550 section 6.3.7).
+                if session.uses_rtcp:
                     timestamp = session.rtp_timestamp_at(channel.time_now(self.wallclock()))
                     viewer.sink.send_rtcp(rtcp_bye(session, self.wallclock(), timestamp, reason))
             self._finish(viewer)
