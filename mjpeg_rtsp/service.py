@@ -528,8 +528,15 @@ class RtspService:
         Range asked (RFC 2326 section 12.29: a live stream's range is "now-")."""
         channel = session.media
         assert isinstance(channel, LiveChannel)
+        current = self.live.get(channel.name)
+        if current is None and channel.kind == "publish":
+            raise RtspError(f"live {channel.name}: its publisher has left",
+                            status=RtspStatus.NOT_FOUND)
+        if current is not None and current is not channel:
+            channel = current  # the path was published again: its new stream
         self._check_on_air(channel)
         with session.guard:
+            session.media = channel
             session.apply("PLAY")
             session.touch(self.clock())
             headers.add("Session", self._session_header(session))

@@ -365,9 +365,15 @@ def test_killed_publisher_ends_the_path_and_it_can_be_published_again(server_fac
             assert FFMPEG_INVALID not in ffmpeg_viewer.stderr
             assert_gst_reached_eos(gst_viewer.finish(15), gst_viewer.log)
             assert client.request("DESCRIBE", PATH).status == 404
+            assert client.request("PLAY", PATH, Session=session).status == 404  # nobody there
             again = ffmpeg_publish(peers, url(server), "udp")
             wait_on_air(server, again)
-            # The viewer reconnects: TEARDOWN of the ended session, a new SETUP and PLAY.
+            # The ended session resumes on the path's new stream...
+            count = len(client.frames)
+            assert client.request("PLAY", PATH, Session=session).status == 200
+            client.interleaved(count + 10)
+            assert client.request("PAUSE", PATH, Session=session).status == 200
+            # ... and a viewer that reconnects (TEARDOWN, a new SETUP and PLAY) plays too.
             assert client.request("TEARDOWN", PATH, Session=session).status == 200
             reply = client.request("SETUP", f"{PATH}/stream=0",
                                    Transport="RTP/AVP/TCP;unicast;interleaved=0-1")
