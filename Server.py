@@ -27,8 +27,10 @@ import mjpeg_rtsp
 from mjpeg_rtsp.auth import AuthBackoff, DigestAuthenticator, read_users
 from mjpeg_rtsp.cli import port_number, positive_float
 from mjpeg_rtsp.headers import valid_cseq
+from mjpeg_rtsp.httpview import HttpContext, HttpViewServer
 from mjpeg_rtsp.live import LivePathError, LivePaths
 from mjpeg_rtsp.media import MediaError, MediaLibrary
+from mjpeg_rtsp.metrics import server_figures
 from mjpeg_rtsp.rfc2435 import DEFAULT_MAX_PAYLOAD
 from mjpeg_rtsp.rtsp import (
     Dialect,
@@ -93,6 +95,7 @@ class StreamingServer:
         stdin: BinaryIO | None = None,
         publish: bool = False,
         publish_users: dict[str, str] | None = None,
+        http_port: int | None = None,
     ) -> None:
         # users (name -> password) turns Digest authentication on; None leaves it off.
         authenticator = DigestAuthenticator(users, clock=clock) if users is not None else None
@@ -148,6 +151,24 @@ class StreamingServer:
         self._workers_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._accept_thread: threading.Thread | None = None
+        self.started_at = time.monotonic()
+        # Browsers (--http PORT): pages, MJPEG over HTTP, status and metrics.
+        self.http: HttpViewServer | None = None
+        if http_port is not None:
+            try:
+                self.http = HttpViewServer((host, http_port), HttpContext(
+                    self.library, self.live_paths, self.registry, self.streamer, fps,
+                    self.port, threading.RLock, self.figures, authenticator,
+                    self.service.auth_backoff, clock, idle_timeout, max_connections,
+                ))
+            except OSError:
+                self.streamer.stop()
+                self.listener.close()
+                raise
+
+    def figures(self) -> dict:
+        """Who watches what, what was sent and dropped (``/status.json``, ``/metrics``)."""
+        return server_figures(self, time.monotonic())
 
     def _declare_live(self, name: str, spec: LiveSpec) -> None:
         """A ``--live`` path; ValueError when a file of the media folder has that name."""
@@ -177,12 +198,16 @@ class StreamingServer:
         """Start the pacing and RTCP threads and accept connections in a thread of its own."""
         self.streamer.run()
         self._start_producers()
+        if self.http is not None:
+            self.http.start()
         self._accept_thread = threading.Thread(target=self._accept_loop, name="accept", daemon=True)
         self._accept_thread.start()
 
     def serve_forever(self) -> None:
         self.streamer.run()
         self._start_producers()
+        if self.http is not None:
+            self.http.start()
         self._accept_loop()
 
     def _start_producers(self) -> None:
@@ -321,6 +346,8 @@ class StreamingServer:
                 pass
         for thread, _ in workers:
             thread.join(timeout=5)
+        if self.http is not None:
+            self.http.stop()
         for producer in self.producers:
             producer.stop()
         self.streamer.stop()
@@ -426,6 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="accept publishers from anywhere that authenticate (Digest) as a "
                         "user of FILE (user:password lines); implies --publish. Viewers' "
                         "--auth/--users are separate")
+    parser.add_argument("--http", type=partial(port_number, lowest=0), metavar="PORT",
+                        help="also serve browsers on this HTTP port (0 picks a free one): "
+                        "/ lists the streams, /watch/NAME plays one (MJPEG over HTTP, "
+                        "/stream/NAME), /snapshot/NAME.jpg, /status.json, /metrics "
+                        "(Prometheus); the same files, live paths, users and limits")
     parser.add_argument("--no-gso", action="store_true",
                         help="send every RTP datagram with its own system call, even where the "
                         "kernel offers UDP segmentation offload (used when available)")
@@ -476,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
             max_sessions_per_connection=args.max_sessions_per_connection,
             textbook_idle=args.textbook_idle, max_connections=args.max_connections,
             live=args.live, stdin=sys.stdin.buffer, publish=args.publish,
-            publish_users=publish_users,
+            publish_users=publish_users, http_port=args.http,
         )
     except ValueError as exc:  # a --live name that a media file has already, say
         print(f"error: {exc}", file=sys.stderr)
@@ -502,6 +534,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{len(users)} user(s); OPTIONS is open; textbook clients cannot log in")
         for url in urls or [f"rtsp://127.0.0.1:{server.port}/<file>.mjpeg (no media files found)"]:
             print(f"  {url}")
+        if server.http is not None:
+            print(f"browsers: http://127.0.0.1:{server.http.port}/ (watch: "
+                  f"http://127.0.0.1:{server.http.port}/watch/<name>)")
         if server.config.publish:
             who = (f"Digest users of {args.publish_users}" if publish_users is not None
                    else "this machine only")

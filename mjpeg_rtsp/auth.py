@@ -33,6 +33,7 @@ Other addresses are never affected, a success forgets the address, and the table
 
 from __future__ import annotations
 
+import base64
 import enum
 import hashlib
 import hmac
@@ -308,6 +309,31 @@ class DigestAuthenticator:
                               nonce if fresh else None)
         if not fresh:
             return AuthResult(AuthStatus.STALE, user, "nonce expired")
+        return AuthResult(AuthStatus.OK, user)
+
+
+    def check_basic(self, authorization: str | None) -> AuthResult:
+        """Verify an HTTP ``Authorization: Basic`` header (RFC 7617) against the same users,
+        for browsers over HTTP only (the RTSP service never accepts Basic): the password is
+        hashed as Digest's HA1 is and compared with the stored one, in constant time."""
+        if authorization is None or not authorization.strip():
+            return AuthResult(AuthStatus.MISSING, reason="no Authorization header")
+        if len(authorization) > MAX_HEADER_LENGTH:
+            return AuthResult(AuthStatus.BAD, reason="Authorization header too long")
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "basic":
+            return AuthResult(AuthStatus.BAD, reason=f"{scheme[:20]!r} is not Basic")
+        try:
+            decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return AuthResult(AuthStatus.BAD, reason="malformed Basic credentials")
+        user, sep, password = decoded.partition(":")
+        if not sep:
+            return AuthResult(AuthStatus.BAD, reason="malformed Basic credentials")
+        ha1 = digest_ha1(user, self.realm, password)
+        known = self._ha1.get(user, self._dummy_ha1)
+        if not hmac.compare_digest(ha1.encode(), known.encode()) or user not in self._ha1:
+            return AuthResult(AuthStatus.BAD, user, "wrong user name or password")
         return AuthResult(AuthStatus.OK, user)
 
 

@@ -74,11 +74,13 @@ class InvalidTransitionError(Exception):
 class PayloadFormat(enum.Enum):
     RFC2435 = "rfc2435"  # standard players
     RAW_JPEG = "raw"  # the textbook client: one whole JPEG per datagram
+    JPEG = "jpeg"  # HTTP viewers: the whole JPEG of any size, no RTP header used
 
 
 class LowerTransport(enum.Enum):
     UDP = "udp"
     INTERLEAVED = "interleaved"
+    HTTP = "http"  # a browser's multipart/x-mixed-replace response (httpview.py)
 
 
 @dataclass(frozen=True)
@@ -116,11 +118,13 @@ class Session:
     timestamp_base: int = field(default_factory=lambda: secrets.randbits(32))
     position: int = 0  # next frame to send
     stop_frame: int | None = None  # exclusive end of the PLAY range
+    loop: bool = False  # a file starts again at its end (HTTP viewers) instead of ending
     state: SessionState = SessionState.READY
     generation: int = 0
     packets_sent: int = 0
     octets_sent: int = 0
     frames_sent: int = 0
+    frames_dropped: int = 0  # of frames_sent, those none of whose packets went
     packets_dropped: int = 0
     receiver_reports: int = 0
     # A publisher's session (SETUP with mode=record): the stream it announced (sdp.AnnouncedVideo).

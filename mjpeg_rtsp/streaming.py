@@ -33,6 +33,7 @@ from typing import Protocol
 from .ingest import RtpJpegIngest
 from .live import LivePaths, forwardable
 from .media import MediaError
+from .metrics import SessionTotals
 from .ports import bind_rtp_pair
 from .rtcp import (
     Bye,
@@ -87,6 +88,10 @@ class MediaSource(Protocol):
 
     def raw_payload(self, number: int) -> tuple[bytes, ...]:
         """The textbook's one whole JPEG; empty when it does not fit in one datagram."""
+        ...
+
+    def jpeg_payload(self, number: int) -> tuple[bytes, ...]:
+        """The whole JPEG of any size (HTTP viewers)."""
         ...
 
 
@@ -284,6 +289,40 @@ class InterleavedSink:
         self.writer.send_media(format_interleaved(self.rtcp_channel, data))
 
 
+# Frames an HTTP viewer may have waiting: a few, so a browser that reads a little late
+# catches up, and one that stalls costs at most this many frames of memory.
+HTTP_QUEUE_FRAMES = 4
+
+
+class HttpSink:
+    """One HTTP viewer's frames (PayloadFormat.JPEG: one whole JPEG per frame, the RTP
+    headers ignored) on a small bounded queue that its request's handler thread drains into
+    multipart parts. A full queue (a slow or stalled browser) drops the frame and counts it:
+    the scheduler and the fan-out never wait for a browser."""
+
+    def __init__(self, depth: int = HTTP_QUEUE_FRAMES) -> None:
+        self.frames: queue.Queue[bytes] = queue.Queue(depth)
+        self.frames_dropped = 0
+
+    def send_rtp(self, headers: list[bytes], payloads: tuple[bytes, ...]) -> int:
+        try:
+            self.frames.put_nowait(payloads[0])
+            return 0
+        except queue.Full:
+            self.frames_dropped += 1
+            return 1
+
+    def send_rtcp(self, data: bytes) -> None:
+        pass  # no RTCP over HTTP
+
+    def next_frame(self, timeout: float) -> bytes | None:
+        """The next JPEG to write, or None when none came within ``timeout`` seconds."""
+        try:
+            return self.frames.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
 def rtcp_sender_report(session: Session, wallclock: float, rtp_timestamp: int) -> bytes:
     """SR + SDES CNAME compound (RFC 3550 section 6.1, 6.4.1)."""
     return build_compound(
@@ -320,6 +359,8 @@ def send_frame(session: Session, sink: Sink, payloads: tuple[bytes, ...], timest
     session.packets_dropped += dropped
     session.octets_sent += sum(len(p) for p in payloads)
     session.frames_sent += 1
+    if dropped == len(payloads):
+        session.frames_dropped += 1  # none of it went: a full send buffer or queue
 
 
 @dataclass
@@ -417,6 +458,11 @@ class PacingScheduler:
                 return None
             frame = session.position
             stop = session.stop_frame
+            if session.loop and stop is None and frame > 0 and \
+                    not session.media.has_frame(frame):  # type: ignore[attr-defined]
+                # A looping viewer (HTTP) starts again: frame 0 is due when the next one was.
+                pace.start, pace.first_frame = deadline, 0
+                session.position = frame = 0
             # has_frame: a large file is indexed ahead of the playing position as it plays.
             if (stop is not None and frame >= stop) or not session.media.has_frame(frame):  # type: ignore[attr-defined]
                 # One frame interval after the last frame, so players that treat BYE as
@@ -467,6 +513,8 @@ class PacingScheduler:
         media = session.media
         if session.payload_format is PayloadFormat.RAW_JPEG:
             return media.raw_payload(frame)  # type: ignore[attr-defined]
+        if session.payload_format is PayloadFormat.JPEG:
+            return media.jpeg_payload(frame)  # type: ignore[attr-defined]
         return media.rtp_payloads(frame, self.max_payload)  # type: ignore[attr-defined]
 
     def _finish(self, session: Session, generation: int) -> None:
@@ -559,6 +607,8 @@ class LiveFanout:
                 viewer.last_report = now
             if session.payload_format is PayloadFormat.RAW_JPEG:
                 payloads = frame.raw_payload()
+            elif session.payload_format is PayloadFormat.JPEG:
+                payloads = (frame.jpeg,)  # a browser shows any JPEG as it came
             else:
                 payloads = frame.rtp_payloads(self.max_payload)
             session.position = frame.number + 1
@@ -716,6 +766,7 @@ class Streamer:
         self._publishers: dict[str, Publisher] = {}
         self._publishers_by_source: dict[tuple[str, int], Publisher] = {}
         self.live_paths: LivePaths | None = None  # set by the server: publishers' paths
+        self.totals = SessionTotals(threading.Lock())  # of ended sessions, for the figures
 
     @property
     def rtp_port(self) -> int:
@@ -756,9 +807,10 @@ class Streamer:
                 self._publishers_by_source.get(publisher.source) is publisher:
             del self._publishers_by_source[publisher.source]
 
-    def start(self, session: Session, writer: ConnectionWriter) -> None:
+    def start(self, session: Session, writer: ConnectionWriter | None) -> Sink:
         """Stream ``session`` from its position now; ``writer`` is its RTSP connection's (for
-        interleaved transport)."""
+        interleaved transport; None for HTTP). Returns its sink (an HTTP viewer's handler
+        drains it)."""
         with session.guard:
             transport = session.transport
         with self._lock:
@@ -767,6 +819,8 @@ class Streamer:
                 if transport.lower is LowerTransport.INTERLEAVED:
                     sink: Sink = InterleavedSink(writer, transport.rtp_channel,
                                                  transport.rtcp_channel)
+                elif transport.lower is LowerTransport.HTTP:
+                    sink = HttpSink()
                 else:
                     sink = self.udp.sink(session)
                 self._sinks[session.id] = (transport, sink)
@@ -776,6 +830,7 @@ class Streamer:
             self.fanout.add(session, sink)
         else:
             self.scheduler.play(session, sink)
+        return sink
 
     def end(self, session: Session, reason: str) -> None:
         """End ``session`` (TEARDOWN, timeout, connection closed, server stopping): it leaves
@@ -794,6 +849,7 @@ class Streamer:
             if known is not None and session.uses_rtcp and session.packets_sent:
                 timestamp = self._timestamp_now(session)
                 known[1].send_rtcp(rtcp_bye(session, self.wallclock(), timestamp, reason))
+            self.totals.add(session)  # the figures keep what ended sessions sent
         log.info(
             "session %s ended (%s): %d frames, %d packets sent, %d dropped, %d receiver reports",
             session.id, reason, session.frames_sent, session.packets_sent,

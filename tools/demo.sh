@@ -3,7 +3,8 @@
 #   bash tools/demo.sh [textbook|standard]
 # "textbook" (default) plays it as the course's client does (HOST PORT RTP_PORT FILE);
 # "standard" plays rtsp://127.0.0.1:PORT/movie.Mjpeg. Without a display it plays headless
-# and prints the statistics. Closing the window (or Ctrl+C) stops the server too.
+# and prints the statistics. Closing the window (or Ctrl+C) stops the server too. Browsers
+# watch at http://127.0.0.1:HTTP_PORT/ (default 8080) meanwhile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-textbook}
@@ -14,7 +15,8 @@ want_tk=no
 setup_env requirements.txt "$want_tk"
 
 port=${PORT:-8554}
-.venv/bin/python Server.py "$port" --host 127.0.0.1 &
+http_port=${HTTP_PORT:-8080}
+.venv/bin/python Server.py "$port" --host 127.0.0.1 --http "$http_port" &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
 for _ in {1..50}; do
@@ -23,6 +25,7 @@ for _ in {1..50}; do
   sleep 0.1
 done
 
+echo "== in a browser: http://127.0.0.1:$http_port/ (this movie: http://127.0.0.1:$http_port/watch/movie.Mjpeg)"
 if [ "$mode" = standard ]; then
   source_args=("rtsp://127.0.0.1:$port/movie.Mjpeg")
 else

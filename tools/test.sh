@@ -16,6 +16,7 @@ DEBIAN_PACKAGES=(
   vlc-bin vlc-plugin-base rtsp-server-perl
   gstreamer1.0-rtsp
   xvfb xdotool x11-apps imagemagick
+  chromium chromium-driver
 )
 # Also python3, its venv module and Tk (the window tests run under Xvfb), all in one apt step.
 source tools/setup-env.sh
