@@ -469,8 +469,9 @@ def player_report(player: dict) -> list[str]:
            "at 2/3 or less, RGB, resize to the display size) fed the file's frames through "
            "their queue as fast as they take them. *Decode + Tk*: the window's pipeline, those "
            "decoders and the Tk thread showing each new picture with `PhotoImage.paste` in "
-           "place (as `Client._show`) and `update_idletasks`, under Xvfb. ffmpeg: `ffmpeg -benchmark -f mjpeg -i "
-           "FILE -f null -` (decoding to YUV, no scaling), single-threaded and automatic.", ""]
+           "place (as `Client._show`) and `update_idletasks`, under Xvfb. ffmpeg: "
+           "`ffmpeg -benchmark -f mjpeg -i FILE -f null -` (decoding to YUV, no scaling), "
+           "single-threaded and automatic.", ""]
     if player.get("tk_note"):
         out += [f"Note: {player['tk_note']}.", ""]
     out += ["| file | display | decode | decode + Tk (display part) | ffmpeg 1 thread | "
