@@ -38,6 +38,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import BinaryIO
 
 from .client import ClientError, PlayerState, RtspClient, StreamTarget
@@ -124,8 +125,7 @@ class Player:
         self._released = 0  # frames handed to the decoders (the playout thread's count)
         self._recording = self.options.record
         self._latest: DisplayFrame | None = None
-        self._latest_order = -1
-        self._latest_lock = threading.Lock()
+        self._in_order = _InOrder()
 
     # --- what the UI reads (any thread) -----------------------------------------------------
 
@@ -457,9 +457,11 @@ class Player:
                 return
             except queue.Full:
                 try:
-                    self._decode_queue.get_nowait()
+                    dropped = self._decode_queue.get_nowait()
                     with self._lock:
                         self.controller.note_skipped()
+                    if dropped is not None:
+                        self._in_order.finish(dropped[0], None)
                 except queue.Empty:
                     pass
 
@@ -479,6 +481,7 @@ class Player:
                 log.debug("frame rejected: %s", exc)
                 with self._lock:
                     self.controller.note_rejected()
+                self._in_order.finish(order, None)
                 continue
             except Exception as exc:  # noqa: BLE001
                 # Pillow raises OSError, ValueError, SyntaxError, struct.error, its own
@@ -487,24 +490,46 @@ class Player:
                 log.debug("frame does not decode: %s", exc)
                 with self._lock:
                     self.controller.note_undecodable()
+                self._in_order.finish(order, None)
                 continue
-            shown = self.wallclock()  # headless: the moment it would be shown
-            with self._lock:
-                number = self.controller.note_decoded(len(jpeg), width, height, self.clock())
-                if not self.options.ui_shows_frames:
-                    self.controller.note_shown(item.timestamp, shown)
-            if self.options.save_frames:
-                path = os.path.join(self.options.save_frames, f"frame-{number:06d}.jpg")
-                try:
-                    with open(path, "wb") as out:
-                        out.write(jpeg)
-                except OSError as exc:
-                    log.warning("cannot save %s: %s", path, exc.strerror or exc)
-            with self._latest_lock:
-                if order > self._latest_order:  # the other decoder may have a newer one up
-                    self._latest_order = order
-                    self._latest = DisplayFrame(image, width, height, number, item.position,
-                                                item.timestamp)
+            self._in_order.finish(order, partial(self._publish, item, image, width, height))
+
+    def _publish(self, item: ReleasedFrame, image, width: int, height: int) -> None:
+        """A decoded frame becomes the picture on show (in release order: see _InOrder)."""
+        shown = self.wallclock()  # headless: the moment it would be shown
+        with self._lock:
+            number = self.controller.note_decoded(len(item.jpeg), width, height, self.clock())
+            if not self.options.ui_shows_frames:
+                self.controller.note_shown(item.timestamp, shown)
+        if self.options.save_frames:
+            path = os.path.join(self.options.save_frames, f"frame-{number:06d}.jpg")
+            try:
+                with open(path, "wb") as out:
+                    out.write(item.jpeg)
+            except OSError as exc:
+                log.warning("cannot save %s: %s", path, exc.strerror or exc)
+        self._latest = DisplayFrame(image, width, height, number, item.position, item.timestamp)
+
+
+class _InOrder:
+    """Frames decoded by several threads, published in the order they were released: a
+    frame that finishes before an earlier one waits for it (or for its verdict: skipped,
+    rejected, undecodable), so pictures, counts and saved frames never go back."""
+
+    def __init__(self) -> None:
+        self._next = 1  # release orders start at 1
+        self._done: dict[int, Callable[[], None] | None] = {}
+        self._lock = threading.Lock()
+
+    def finish(self, order: int, publish: Callable[[], None] | None) -> None:
+        """Frame ``order`` is done: ``publish`` shows it (None: it is not shown)."""
+        with self._lock:
+            self._done[order] = publish
+            while self._next in self._done:
+                action = self._done.pop(self._next)
+                self._next += 1
+                if action is not None:
+                    action()
 
 
 # Pillow releases the GIL while it decodes: two decoders use both cores of a small machine,

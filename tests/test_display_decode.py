@@ -43,15 +43,22 @@ def test_smaller_frames_and_near_sizes_are_decoded_whole() -> None:
     assert image.size == (1728, 972)
 
 
-def test_the_picture_on_show_never_goes_back() -> None:
-    """Decoders finishing out of order: an older frame decoded last is not shown."""
-    player = Player(parse_rtsp_url("rtsp://127.0.0.1:1/none"), PlayerOptions())
+def test_frames_decoded_out_of_order_are_shown_in_order(tmp_path) -> None:
+    """Two decoders: a frame that finishes first waits for the earlier one, so pictures,
+    counts and saved frames keep the release order; a frame dropped unseen (its verdict)
+    lets the next one through."""
+    player = Player(parse_rtsp_url("rtsp://127.0.0.1:1/none"),
+                    PlayerOptions(save_frames=str(tmp_path)))
     player._running = True
-    frames = {n: jpeg_bytes(picture((64 + 8 * n, 48)), quality=80) for n in (1, 2)}
-    player._decode_queue.put((2, ReleasedFrame(frames[2], 0.1, 2)))
-    player._decode_queue.put((1, ReleasedFrame(frames[1], 0.0, 1)))
+    frames = {n: jpeg_bytes(picture((64 + 8 * n, 48)), quality=80) for n in range(1, 5)}
+    for order in (2, 1, 4):  # decoded in this order; 3 was skipped before decoding
+        player._decode_queue.put((order, ReleasedFrame(frames[order], order / 10, order)))
     player._decode_queue.put(None)
-    player._decode_loop()  # this thread, both items, in that order
-    latest = player.latest_frame()
-    assert latest is not None and latest.width == 64 + 16  # frame 2, not frame 1
+    player._decode_loop()  # this thread takes the three items in that order
+    assert player.latest_frame().width == 64 + 16  # 1 and 2 are out; 4 waits for 3's verdict
     assert player.counters.frames_decoded == 2
+    player._in_order.finish(3, None)  # 3's verdict: skipped
+    assert player.latest_frame().width == 64 + 32
+    saved = sorted(p.name for p in tmp_path.iterdir())
+    assert [(tmp_path / name).read_bytes() for name in saved] == [frames[1], frames[2],
+                                                                  frames[4]]
