@@ -232,7 +232,19 @@ def read_until_bye(client: RtspTestClient, timeout: float = 10) -> Bye:
 
 def nonloopback_ip() -> str:
     """An address of this machine other than loopback, for a publisher 'from elsewhere'."""
-    candidates = [socket.gethostbyname(socket.gethostname())]
+    candidates = []
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:  # the address a datagram to a documentation address would leave from (no DNS)
+        probe.connect(("192.0.2.1", 9))
+        candidates.append(probe.getsockname()[0])
+    except OSError:
+        pass
+    finally:
+        probe.close()
+    try:
+        candidates.append(socket.gethostbyname(socket.gethostname()))
+    except OSError:  # a host name that does not resolve
+        pass
     try:
         out = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True,
                              timeout=5).stdout

@@ -123,6 +123,10 @@ new_root() {
     echo "deb $security $SUITE-security main"
   } >"$root/etc/apt/sources.list"
   cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+  # What the Debian installer writes and debootstrap does not: localhost must resolve (Selenium
+  # reaches chromedriver at http://localhost:PORT), as on every installed machine.
+  printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-loopback\n' \
+    "$(hostname)" >"$root/etc/hosts"
   # apt settings for reaching the mirror (proxy, validity of snapshot mirrors, ...).
   local conf
   for conf in /etc/apt/apt.conf /etc/apt/apt.conf.d/*; do
