@@ -36,6 +36,7 @@ import json
 import math
 import os
 import platform
+import re
 import select
 import shlex
 import shutil
@@ -158,8 +159,38 @@ def start_server(series: Series, media: Media, logs: Path) -> tuple[subprocess.P
     return proc, f"rtsp://127.0.0.1:{line.split()[1]}/test"
 
 
+SEND_PATHS = re.compile(
+    r"send paths: UDP (\d+) frames, (\d+) sendmmsg \+ (\d+) sendmsg calls .*?; interleaved "
+    r"(\d+) frames, (\d+) sendmsg calls .*?; (\d+) scheduler passes")
+
+
+def send_counters(log_path: Path, offset: int) -> dict:
+    """Our server's send-path counters, logged when it stops (Streamer.stop): system calls
+    per frame sent to a session over the whole run (warm-up included), counted in the code,
+    so without strace's cost on the CPU figures; the scheduler's passes per second."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return {}
+    found = SEND_PATHS.findall(text)
+    if not found:
+        return {}  # a tree without the counters
+    udp_frames, mmsg, msg, tcp_frames, tcp_msg, passes = (int(v) for v in found[-1])
+    out = {"udp_frames_sent": udp_frames, "udp_sendmmsg": mmsg, "udp_sendmsg": msg,
+           "tcp_frames_sent": tcp_frames, "tcp_sendmsg": tcp_msg, "passes": passes}
+    if udp_frames:
+        out["syscalls_per_frame"] = (mmsg + msg) / udp_frames
+    elif tcp_frames:
+        out["syscalls_per_frame"] = tcp_msg / tcp_frames
+    return out
+
+
 def run_case(series: Series, media: Media, sessions: int, seconds: float, warmup: float,
              transport: str, logs: Path) -> dict:
+    log_path = logs / f"{series.kind}-{media.key}.log"
+    offset = log_path.stat().st_size if log_path.exists() else 0
     proc, url = start_server(series, media, logs)
     try:
         command = [sys.executable, str(BENCH / "loadgen.py"), url, "--sessions", str(sessions),
@@ -176,6 +207,11 @@ def run_case(series: Series, media: Media, sessions: int, seconds: float, warmup
         result = {"error": "loadgen timed out"}
     finally:
         stop_process(proc)
+    if series.kind == "ours":
+        result.update(send_counters(log_path, offset))
+        if result.get("passes"):
+            sent = result["udp_frames_sent"] + result["tcp_frames_sent"]
+            result["frames_per_pass"] = sent / result["passes"]
     result.update(series=series.name, file=media.key, n=sessions, transport=transport)
     return result
 
@@ -366,6 +402,7 @@ def report(args, command: str, info: dict, medias: list[Media], rows: list[dict]
             f"| {fmt(row.get('setup_s'), '.1f', ' s')} "
             f"| {fmt(row.get('loadgen_cpu_share', 0) * 100, '.0f', ' %')} |")
     out.append("")
+    out += send_path_report(rows)
     busiest = max((n for n in args.sessions if n <= 50), default=args.sessions[-1])
     picked = [r for r in rows if r["n"] == busiest and r["transport"] == "udp"
               and r.get("thread_cpu_share")]
@@ -417,6 +454,25 @@ def report(args, command: str, info: dict, medias: list[Media], rows: list[dict]
         "",
     ]
     return "\n".join(out)
+
+
+def send_path_report(rows: list[dict]) -> list[str]:
+    """System calls per frame of our server, from its own counters (see send_counters)."""
+    ours = [r for r in rows if "error" not in r and r.get("syscalls_per_frame") is not None]
+    if not ours:
+        return []
+    out = ["System calls per frame sent to a session (our server's counters over its whole "
+           "run: UDP sendmmsg + sendmsg calls per frame, or interleaved sendmsg calls per "
+           "frame; *frames per pass*: frames sent per scheduler wake-up). GStreamer's are not "
+           "counted (strace would cost it more CPU than it measures).", "",
+           "| file | server | transport | N | syscalls per frame | sendmmsg | sendmsg | "
+           "frames per pass |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in ours:
+        out.append(f"| {r['file']} | {r['series']} | {r['transport']} | {r['n']} "
+                   f"| {r['syscalls_per_frame']:.3f} | {r.get('udp_sendmmsg', 0)} "
+                   f"| {r.get('udp_sendmsg', 0) + r.get('tcp_sendmsg', 0)} "
+                   f"| {fmt(r.get('frames_per_pass'), '.2f')} |")
+    return out + [""]
 
 
 def targets(rows: list[dict], player: dict | None, drift: dict | None = None) -> list[str]:
@@ -641,7 +697,10 @@ def main() -> int:
             note("   " + ("error: " + row["error"] if "error" in row else
                           f"{fmt(row.get('cpu_ms_per_frame'), '.3f')} ms/frame, delivered "
                           f"{row['delivered'] * 100:.2f} %, p99 {fmt(row['pacing_p99_ms'])} ms, "
-                          f"loadgen {row['loadgen_cpu_share'] * 100:.0f} %"))
+                          f"loadgen {row['loadgen_cpu_share'] * 100:.0f} %"
+                          + (f", {row['syscalls_per_frame']:.3f} syscalls/frame, "
+                             f"{fmt(row.get('frames_per_pass'))} frames/pass"
+                             if row.get("syscalls_per_frame") is not None else "")))
         drift = None
         if args.drift_minutes:
             long = make_media(tmp / "long", "288p", 384, 288, 20,

@@ -45,6 +45,7 @@ Wire format (RFC 3550 section 5.1, header extension section 5.3.1)::
 from __future__ import annotations
 
 import enum
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -255,6 +256,42 @@ def pack_header(
         raise ValueError(f"SSRC {ssrc} out of range 0..4294967295")
     second = (0x80 | payload_type) if marker else payload_type
     return _FIXED.pack(0x80, second, sequence_number, timestamp, ssrc)
+
+
+@functools.lru_cache(maxsize=256)
+def _header_template(count: int, payload_type: int) -> tuple[int, int, int, int]:
+    """``count`` headers as one big-endian integer with sequence offsets 0..count-1, the
+    marker on the last and zero timestamps and SSRCs; and the masks that add a first
+    sequence number, a timestamp and an SSRC to every header at once."""
+    base = b"".join(
+        _FIXED.pack(0x80, payload_type | (0x80 if i == count - 1 else 0), i, 0, 0)
+        for i in range(count)
+    )
+    at = [8 * RTP_HEADER_SIZE * (count - 1 - i) for i in range(count)]  # each header's lsb
+    return (int.from_bytes(base, "big"), sum(1 << (a + 64) for a in at),
+            sum(1 << (a + 32) for a in at), sum(1 << a for a in at))
+
+
+def pack_headers(
+    count: int, payload_type: int, first_sequence: int, timestamp: int, ssrc: int
+) -> bytes:
+    """The fixed headers of one frame's ``count`` packets, back to back (``count`` x 12
+    bytes): sequence numbers from ``first_sequence`` (wrapping), one timestamp and SSRC,
+    the marker on the last. Equal to ``b"".join(pack_header(...) for each packet)``.
+
+    The sender's per-session hot path: one integer sum for the whole frame instead of a
+    ``struct.pack`` per packet (about 6x faster at 41 packets; bench/header_micro.py).
+    """
+    if first_sequence + count > 0x10000 or not (
+        0 <= first_sequence and 0 <= timestamp <= 0xFFFFFFFF and 0 <= ssrc <= 0xFFFFFFFF
+    ):
+        # Wrapping (once in 65536 / count frames) or out of range: header by header.
+        last = count - 1
+        return b"".join(pack_header(payload_type, (first_sequence + i) & 0xFFFF, timestamp,
+                                    ssrc, i == last) for i in range(count))
+    base, seq_mask, ts_mask, ssrc_mask = _header_template(count, payload_type)
+    return (base + first_sequence * seq_mask + timestamp * ts_mask + ssrc * ssrc_mask).to_bytes(
+        RTP_HEADER_SIZE * count, "big")
 
 
 def seq_add(a: int, b: int) -> int:

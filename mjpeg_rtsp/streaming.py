@@ -7,19 +7,27 @@ from the frame number, never accumulated, so a stream cannot drift however
 long it plays. A frame's payloads come from the file's shared cache (built once
 for all sessions), only the 12-byte RTP header is made per session.
 
+Sessions due within ``PASS_QUANTUM`` share one pass (one wake-up); a pass's
+UDP datagrams for all its sessions go out in one ``sendmmsg`` (``UdpBatch``,
+where the kernel and ctypes allow; else a sendmsg per segmentation-offload batch
+or datagram), each session's headers written as one block per frame.
+
 Sends never block the scheduler: UDP sockets are non-blocking (a full buffer
-drops the packet and counts it), and interleaved sessions hand whole frames to
-their connection's writer thread through a bounded queue (a slow reader loses
-frames, nobody else waits). An entry whose session has moved on (PAUSE, a new
+drops the packet and counts it), and interleaved frames are written at once
+with MSG_DONTWAIT as far as the connection's socket takes them, the rest waiting
+in its bounded queue for the one writer-loop thread shared by all connections
+(a slow reader loses frames, nobody else waits). An entry whose session has moved on (PAUSE, a new
 PLAY, TEARDOWN: ``session.generation`` changed) is simply discarded.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import heapq
 import itertools
 import logging
+import os
 import queue
 import selectors
 import socket
@@ -30,11 +38,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from . import sendmmsg
 from .ingest import RtpJpegIngest
 from .live import LivePaths, forwardable
 from .media import MediaError
 from .metrics import SessionTotals
-from .ports import bind_rtp_pair
+from .ports import Selector, bind_rtp_pair
 from .rtcp import (
     Bye,
     ReceiverReport,
@@ -45,7 +54,7 @@ from .rtcp import (
     ntp_from_unix,
     parse_compound,
 )
-from .rtp import PT_JPEG, RTP_HEADER_SIZE, pack_header
+from .rtp import PT_JPEG, RTP_HEADER_SIZE, pack_headers
 from .rtsp import format_interleaved
 from .session import (
     LowerTransport,
@@ -145,6 +154,28 @@ def gso_layout(payloads: tuple[bytes, ...]) -> tuple[tuple[int, int, int], ...]:
     return tuple(batches)
 
 
+@dataclass
+class SendCounters:
+    """System calls of the send paths and what they carried (process-wide, for the
+    benchmark's syscalls per frame; updated without locks, so approximate under races)."""
+
+    udp_frames: int = 0  # frames handed to UDP sinks (one per session per frame)
+    udp_sendmsg: int = 0  # sendmsg calls: a datagram, or a segmentation-offload batch
+    udp_sendmmsg: int = 0  # sendmmsg calls, each carrying many sessions' datagrams
+    tcp_frames: int = 0  # media frames (RTP or RTCP) queued on RTSP connections
+    tcp_sendmsg: int = 0  # sendmsg calls writing them (and replies)
+
+    def summary(self) -> str:
+        udp = self.udp_sendmsg + self.udp_sendmmsg
+        return (f"UDP {self.udp_frames} frames, {self.udp_sendmmsg} sendmmsg + "
+                f"{self.udp_sendmsg} sendmsg calls ({udp / max(self.udp_frames, 1):.3f} per "
+                f"frame); interleaved {self.tcp_frames} frames, {self.tcp_sendmsg} sendmsg "
+                f"calls ({self.tcp_sendmsg / max(self.tcp_frames, 1):.3f} per frame)")
+
+
+SEND_COUNTERS = SendCounters()
+
+
 class UdpSink:
     """Packets of one session over UDP, through the server's shared RTP/RTCP sockets."""
 
@@ -160,9 +191,12 @@ class UdpSink:
         self.rtp_address, self.rtcp_address = rtp_address, rtcp_address
         self.gso = gso
         self.errors = 0
+        # The destination for batched sends (None: this address goes the plain way).
+        self.sockaddr = sendmmsg.sockaddr(rtp_socket.family, rtp_address)
 
     def send_rtp(self, headers: list[bytes], payloads: tuple[bytes, ...]) -> int:
         """Send one frame's packets (a header per payload); return how many were dropped."""
+        SEND_COUNTERS.udp_frames += 1
         if self.gso and len(payloads) > 1:
             return self._send_segmented(headers, payloads)
         return sum(self._send_one(h, p) for h, p in zip(headers, payloads, strict=True))
@@ -175,19 +209,24 @@ class UdpSink:
                 continue
             parts = [part for i in range(first, end) for part in (headers[i], payloads[i])]
             control = [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
+            SEND_COUNTERS.udp_sendmsg += 1
             try:
                 self.rtp_socket.sendmsg(parts, control, 0, self.rtp_address)
             except BlockingIOError:
                 dropped += end - first
             except OSError as exc:
-                # E.g. a route whose MTU is below the segment size: fall back for good.
-                log.info("UDP segmentation offload to %s failed (%s); sending datagram by "
-                         "datagram", self.rtp_address, exc)
-                self.gso = False
+                self.offload_failed(exc)
                 dropped += sum(self._send_one(headers[i], payloads[i]) for i in range(first, end))
         return dropped
 
+    def offload_failed(self, exc: OSError) -> None:
+        """E.g. a route whose MTU is below the segment size: datagram by datagram for good."""
+        log.info("UDP segmentation offload to %s failed (%s); sending datagram by datagram",
+                 self.rtp_address, exc)
+        self.gso = False
+
     def _send_one(self, header: bytes, payload: bytes) -> int:
+        SEND_COUNTERS.udp_sendmsg += 1
         try:
             self.rtp_socket.sendmsg((header, payload), (), 0, self.rtp_address)
             return 0
@@ -211,64 +250,334 @@ class UdpSink:
             log.warning("sending to %s failed: %s", self.rtp_address, exc)
 
 
-class ConnectionWriter:
-    """Serialises writes to one RTSP connection: replies, and media frames from a bounded queue."""
+def _plain_layout(payloads: tuple[bytes, ...]) -> tuple[tuple[int, int, int], ...]:
+    return tuple((i, i + 1, RTP_HEADER_SIZE + len(p)) for i, p in enumerate(payloads))
 
-    def __init__(self, sock: socket.socket, max_queued_frames: int = 64) -> None:
-        self.sock = sock
+
+@functools.lru_cache(maxsize=128)
+def _frame_plan(payloads: tuple[bytes, ...], gso: bool) -> sendmmsg.FramePlan | None:
+    """A frame's sendmmsg messages (segmentation-offload batches, or one per datagram),
+    worked out once for all the sessions sending that payload tuple."""
+    if not all(type(p) is bytes for p in payloads):
+        return None  # iovecs point into immutable bytes only
+    layout = gso_layout(payloads) if gso and len(payloads) > 1 else _plain_layout(payloads)
+    return sendmmsg.FramePlan(payloads, layout, RTP_HEADER_SIZE)
+
+
+class UdpBatch:
+    """One pass's frames to UDP sinks, sent together by one ``sendmmsg`` (sendmmsg.py).
+
+    Used by one thread. The datagrams are those the sinks' own path would send, byte for
+    byte (segmentation-offload batches where the sink has it on, else one datagram per
+    message). What a full send buffer or a failing message keeps from going is counted on
+    its session at :meth:`flush`, which is called outside the sessions' guards.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._batch = sendmmsg.DatagramBatch(sock)
+        self._dropped: list[tuple[object, int, int, int, bool]] = []
+
+    def add(self, session: Session, sink: UdpSink, headers: bytes,
+            payloads: tuple[bytes, ...]) -> bool:
+        """Queue one frame (``headers``: its packets' headers back to back); False when it
+        must go the sink's own way (no packed address, payloads not bytes, too large)."""
+        if sink.sockaddr is None:
+            return False
+        plan = _frame_plan(payloads, sink.gso)
+        if plan is None or not self._batch.fits(plan):
+            return False
+        token = (session, sink)
+        if not self._batch.add(token, sink.sockaddr, headers, plan):
+            self._send()  # full: this part of the pass goes now
+            self._batch.add(token, sink.sockaddr, headers, plan)
+        SEND_COUNTERS.udp_frames += 1
+        return True
+
+    def _send(self) -> None:
+        calls = self._batch.calls
+        self._dropped += self._batch.send()
+        SEND_COUNTERS.udp_sendmmsg += self._batch.calls - calls
+
+    def flush(self) -> None:
+        """Send what is queued and count what did not go on its sessions."""
+        if len(self._batch):
+            self._send()
+        dropped, self._dropped = self._dropped, []
+        for (session, sink), count, packets, error, segmented in dropped:  # type: ignore[misc]
+            if error:
+                exc = OSError(error, os.strerror(error))
+                if segmented:
+                    sink.offload_failed(exc)
+                else:
+                    sink._error(exc)
+            with session.guard:
+                session.packets_sent -= count
+                session.packets_dropped += count
+                if count == packets:
+                    session.frames_dropped += 1
+
+    def close(self) -> None:
+        self._batch.close()
+
+
+# Most buffers one sendmsg takes (Linux IOV_MAX); a longer backlog goes in several calls.
+IOV_LIMIT = 1024
+
+
+class _WriterLoop:
+    """One thread for every RTSP connection whose socket is full: it waits for them to be
+    writable and writes what they have queued. Connections that keep up never involve it
+    (their writers write at once, from the sending thread, without blocking). The thread
+    exists only while some connection is waiting, and closes its descriptors when it ends.
+
+    Registration changes are requests the thread carries out itself (woken through a
+    socket pair), so any selector kind is safe and a closed socket is never left in it.
+    """
+
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(max_queued_frames)
+        self._requests: list[tuple[ConnectionWriter, threading.Event | None]] = []
         self._thread: threading.Thread | None = None
+        self._wake: socket.socket | None = None
+
+    def watch(self, writer: ConnectionWriter) -> None:
+        """Write ``writer``'s queue once its socket is writable (called with its lock held)."""
+        with self._lock:
+            self._requests.append((writer, None))
+            if self._thread is None:
+                wake, self._wake = socket.socketpair()
+                wake.setblocking(False)
+                self._wake.setblocking(False)
+                self._thread = threading.Thread(target=self._run, args=(wake,),
+                                                name="interleaved-writer", daemon=True)
+                self._thread.start()
+            else:
+                self._poke()
+
+    def forget(self, writer: ConnectionWriter) -> threading.Event | None:
+        """Stop watching ``writer`` (before its socket closes); the event is set once done."""
+        with self._lock:
+            if self._thread is None:
+                return None
+            done = threading.Event()
+            self._requests.append((writer, done))
+            self._poke()
+            return done
+
+    def _poke(self) -> None:
+        try:
+            self._wake.send(b"\0")  # type: ignore[union-attr]
+        except BlockingIOError:
+            pass  # already awake-pending
+
+    def _run(self, wake: socket.socket) -> None:
+        selector = Selector()
+        selector.register(wake, selectors.EVENT_READ)
+        watched: set[ConnectionWriter] = set()
+        try:
+            while True:
+                with self._lock:
+                    requests, self._requests = self._requests, []
+                    for writer, done in requests:
+                        if done is None and writer not in watched and not writer.closed:
+                            try:
+                                selector.register(writer._out_sock, selectors.EVENT_WRITE,
+                                                  writer)
+                            except (OSError, ValueError):  # closed under us: nothing to write
+                                continue
+                            watched.add(writer)
+                        elif done is not None:
+                            if writer in watched:
+                                selector.unregister(writer._out_sock)
+                                watched.discard(writer)
+                            done.set()
+                    if not watched:
+                        self._thread = None  # the next watch() starts a new thread
+                        self._wake.close()  # type: ignore[union-attr]
+                        self._wake = None
+                        return
+                for key, _ in selector.select(timeout=1.0):
+                    writer = key.data
+                    if writer is None:
+                        try:
+                            wake.recv(4096)
+                        except BlockingIOError:
+                            pass
+                    elif writer._on_writable():
+                        selector.unregister(writer._out_sock)
+                        watched.discard(writer)
+        finally:
+            selector.close()
+            wake.close()
+
+
+_WRITER_LOOP = _WriterLoop()
+
+
+# Media frames a connection may have waiting beyond what its kernel send buffer holds (that
+# is megabytes already, autotuned): about a second at 30 fps; a reader further behind loses
+# frames rather than have them arrive later and later.
+MAX_QUEUED_FRAMES = 32
+
+
+class ConnectionWriter:
+    """Serialises writes to one RTSP connection: replies, and media frames from a bounded queue.
+
+    Writes never block the sending thread: it writes with MSG_DONTWAIT what the socket takes
+    at once; the rest waits in the queue for the shared writer loop. Replies go out whole
+    and in order, ahead of queued media but never inside a ``$`` frame already begun; the
+    caller of :meth:`send_reply` waits until its reply is written (as a blocking send did).
+    More than ``max_queued_frames`` media frames waiting (a slow reader) drops the new ones,
+    counted in :attr:`frames_dropped`; other connections never wait for it.
+    """
+
+    def __init__(self, sock: socket.socket, max_queued_frames: int = MAX_QUEUED_FRAMES) -> None:
+        self.sock = sock
+        # A socket with a timeout (its owner's bound on a send to a stalled client) makes
+        # Python wait for room before every send, whatever the flags: writes go through a
+        # duplicate without one (the descriptor is non-blocking already, as a timeout makes
+        # it), and a reply waits at most that long. A blocking socket is written as it is,
+        # MSG_DONTWAIT keeping every write from blocking.
+        self.reply_timeout = sock.gettimeout() or None  # 0.0: a non-blocking socket
+        self._out_sock = sock
+        if self.reply_timeout is not None:
+            self._out_sock = socket.fromfd(sock.fileno(), sock.family, sock.type)
+            self._out_sock.setblocking(False)
+        self.max_queued_frames = max_queued_frames
+        self._lock = threading.Lock()
+        self._written = threading.Condition(self._lock)
+        self._replies: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._media: collections.deque[list] = collections.deque()
+        self._out: list = []  # buffers handed to the socket in part: finished before others
+        self._out_reply = 0  # the last reply (ticket) among them
+        self._out_frames = 0  # media frames among them
+        self._tickets = 0
+        self._replies_done = 0
+        self._watched = False  # the writer loop is waiting for the socket
         self.closed = False
         self.frames_dropped = 0
 
     def send_reply(self, data: bytes) -> None:
+        """Write one reply, after what is already on its way; OSError once the connection
+        has failed or closed."""
         with self._lock:
-            self.sock.sendall(data)
+            if self.closed:
+                raise OSError("connection closed")
+            self._tickets += 1
+            ticket = self._tickets
+            self._replies.append((ticket, data))
+            if not self._watched:
+                self._pump()
+            deadline = None if self.reply_timeout is None else \
+                time.monotonic() + self.reply_timeout
+            while self._replies_done < ticket and not self.closed:
+                left = 1.0 if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("the client has not read a reply for "
+                                       f"{self.reply_timeout:g} s")
+                self._written.wait(min(left, 1.0))
+            if self._replies_done < ticket:
+                raise OSError("connection closed before the reply was written")
 
-    def send_media(self, data: bytes) -> bool:
-        """Queue one frame's worth of ``$`` frames; False (and dropped) when the queue is full."""
-        if self.closed:
-            return False
-        if self._thread is None:
-            with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._drain, name="interleaved-writer", daemon=True
-                    )
-                    self._thread.start()
-        try:
-            self._queue.put_nowait(data)
+    def send_media(self, data: bytes | list) -> bool:
+        """Queue one frame's worth of ``$`` frames (bytes, or a list of buffers to write back
+        to back); False (and dropped) when the queue is full or the connection gone."""
+        parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
+        with self._lock:
+            if self.closed:
+                return False
+            if len(self._media) + self._out_frames > self.max_queued_frames:
+                self.frames_dropped += 1
+                return False
+            self._media.append(parts)
+            SEND_COUNTERS.tcp_frames += 1
+            if not self._watched:
+                self._pump()
             return True
-        except queue.Full:
-            self.frames_dropped += 1
+
+    def _pump(self) -> None:
+        """Write what the socket takes now (lock held); hand the rest to the writer loop."""
+        while True:
+            if not self._out and not self._fill():
+                return
+            out = self._out
+            try:
+                sent = self._out_sock.sendmsg(out if len(out) <= IOV_LIMIT else out[:IOV_LIMIT],
+                                              (), socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                if not self._watched:
+                    self._watched = True
+                    _WRITER_LOOP.watch(self)
+                return
+            except OSError:
+                self._fail()
+                return
+            finally:
+                SEND_COUNTERS.tcp_sendmsg += 1
+            self._advance(sent)
+
+    def _fill(self) -> bool:
+        """Next buffers to write: waiting replies first, then whole media frames."""
+        out = self._out
+        while self._replies:
+            self._out_reply, data = self._replies.popleft()
+            out.append(data)
+        while self._media and (not out or len(out) + len(self._media[0]) <= IOV_LIMIT):
+            out.extend(self._media.popleft())
+            self._out_frames += 1
+        return bool(out)
+
+    def _advance(self, sent: int) -> None:
+        out = self._out
+        done = 0
+        for part in out:
+            size = len(part)
+            if sent < size:
+                break
+            sent -= size
+            done += 1
+        del out[:done]
+        if out and sent:
+            out[0] = memoryview(out[0])[sent:]
+        if not out:
+            self._out_frames = 0
+        if not out and self._out_reply > self._replies_done:
+            self._replies_done = self._out_reply
+            self._written.notify_all()
+
+    def _on_writable(self) -> bool:
+        """The writer loop's turn: write on; True when nothing is left (stop watching)."""
+        with self._lock:
+            if not self.closed:
+                self._pump()
+            if self.closed or not (self._out or self._replies or self._media):
+                self._watched = False
+                return True
             return False
 
-    def _drain(self) -> None:
-        while True:
-            data = self._queue.get()
-            if data is None:
-                return
-            try:
-                with self._lock:
-                    self.sock.sendall(data)
-            except OSError:
-                self.closed = True
-                return
+    def _fail(self) -> None:
+        self.closed = True
+        self._replies.clear()
+        self._media.clear()
+        self._out.clear()
+        self._written.notify_all()
 
     def close(self) -> None:
-        self.closed = True
-        if self._thread is not None:
-            while True:  # make room for the sentinel
-                try:
-                    self._queue.put_nowait(None)
-                    break
-                except queue.Full:
-                    try:
-                        self._queue.get_nowait()
-                    except queue.Empty:
-                        pass
-            self._thread.join(timeout=2)
+        with self._lock:
+            self._fail()
+            watched = self._watched
+        if watched:
+            done = _WRITER_LOOP.forget(self)
+            if done is not None:
+                done.wait(timeout=2)
+        if self._out_sock is not self.sock:
+            self._out_sock.close()
+
+
+@functools.lru_cache(maxsize=128)
+def _interleaved_prefixes(channel: int, payloads: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    """Each packet's ``$``, channel and length (RFC 2326 section 10.12), once per frame."""
+    return tuple(struct.pack("!cBH", b"$", channel, RTP_HEADER_SIZE + len(p)) for p in payloads)
 
 
 class InterleavedSink:
@@ -279,11 +588,10 @@ class InterleavedSink:
         self.rtp_channel, self.rtcp_channel = rtp_channel, rtcp_channel
 
     def send_rtp(self, headers: list[bytes], payloads: tuple[bytes, ...]) -> int:
-        data = b"".join(
-            format_interleaved(self.rtp_channel, h + p)
-            for h, p in zip(headers, payloads, strict=True)
-        )
-        return 0 if self.writer.send_media(data) else len(payloads)
+        # Prefix, header and payload as buffers of one sendmsg: nothing joined per session.
+        prefixes = _interleaved_prefixes(self.rtp_channel, payloads)
+        parts = list(itertools.chain.from_iterable(zip(prefixes, headers, payloads, strict=True)))
+        return 0 if self.writer.send_media(parts) else len(payloads)
 
     def send_rtcp(self, data: bytes) -> None:
         self.writer.send_media(format_interleaved(self.rtcp_channel, data))
@@ -344,17 +652,26 @@ def rtcp_bye(session: Session, wallclock: float, rtp_timestamp: int, reason: str
     )
 
 
-def send_frame(session: Session, sink: Sink, payloads: tuple[bytes, ...], timestamp: int) -> None:
+def split_headers(headers: bytes) -> list[bytes]:
+    """Back-to-back 12-byte RTP headers (rtp.pack_headers) as one ``bytes`` each."""
+    return [headers[i:i + RTP_HEADER_SIZE] for i in range(0, len(headers), RTP_HEADER_SIZE)]
+
+
+def send_frame(session: Session, sink: Sink, payloads: tuple[bytes, ...], timestamp: int,
+               batch: UdpBatch | None = None) -> None:
     """One frame to one session: its own RTP headers over the shared payloads, and its
-    counters (called inside the session's guard)."""
+    counters (called inside the session's guard). With ``batch`` (a pass of the scheduler
+    or of a live fan-out), a UDP sink's datagrams join the pass's one sendmmsg, and what
+    did not go is counted when the batch is flushed."""
     seq = session.next_seq
-    last = len(payloads) - 1
-    headers = [
-        pack_header(PT_JPEG, (seq + i) & 0xFFFF, timestamp, session.ssrc, i == last)
-        for i in range(len(payloads))
-    ]
-    session.next_seq = (seq + len(payloads)) & 0xFFFF
-    dropped = sink.send_rtp(headers, payloads)
+    count = len(payloads)
+    headers = pack_headers(count, PT_JPEG, seq, timestamp, session.ssrc)
+    session.next_seq = (seq + count) & 0xFFFF
+    if batch is not None and type(sink) is UdpSink and batch.add(session, sink, headers,
+                                                                  payloads):
+        dropped = 0  # for now: UdpBatch.flush corrects it
+    else:
+        dropped = sink.send_rtp(split_headers(headers), payloads)
     session.packets_sent += len(payloads) - dropped
     session.packets_dropped += dropped
     session.octets_sent += sum(len(p) for p in payloads)
@@ -374,6 +691,23 @@ class _Pace:
     first_frame: int
     last_report: float = float("-inf")
     skipped: int = 0  # frames this session could not receive
+    order: int = 0  # its place in every pass it shares (see _run)
+
+
+# Sessions due within this long after the earliest go out in the same pass: one wake-up,
+# one sendmmsg and one payload look-up per frame for all of them. Their deadlines stay those
+# of their frame numbers (no drift); a session sent this much early is early by the same
+# amount every frame while the phases stay put, which keeps pacing errors (intervals) far
+# below the 1 ms target, and it is too short for any player's jitter buffer to notice.
+PASS_QUANTUM = 0.001
+# A new PLAY's first frame goes at once; its next ones move once, earlier or later by at most
+# this share of the frame interval, onto the deadlines of a session already playing at its
+# rate, so that from then on they share every pass exactly (one wake-up and one sendmmsg for
+# all, as a shared media pipeline has, instead of one per session spread over the interval,
+# each waking the receivers too). Only the first interval is off, by at most a quarter of a
+# frame (8 ms at 30 fps), well inside any player's jitter buffer; deadlines stay those of
+# frame numbers from the new anchor, and sessions far from every grid keep their own.
+PLAY_ALIGNMENT = 0.25
 
 
 class PacingScheduler:
@@ -394,6 +728,9 @@ class PacingScheduler:
         self._thread: threading.Thread | None = None
         self.late_frames = 0
         self.skipped_frames = 0
+        self.batch: UdpBatch | None = None  # set by the Streamer where sendmmsg works
+        self._pass_payloads: dict[tuple, tuple[bytes, ...]] = {}  # of the current pass
+        self.passes = 0
 
     def start(self) -> None:
         self._running = True
@@ -414,8 +751,26 @@ class PacingScheduler:
         with session.guard:
             pace = _Pace(session, sink, session.generation, self.clock(), session.position)
         with self._cond:
-            heapq.heappush(self._heap, (pace.start, next(self._counter), pace))
+            pace.order = next(self._counter)
+            now = pace.start
+            aligned = self._aligned_deadline(now + 1 / session.fps, session.fps)
+            if aligned is not None:  # the second frame on another session's deadline
+                pace.start, pace.first_frame = aligned, pace.first_frame + 1
+            heapq.heappush(self._heap, (now, next(self._counter), pace))
             self._cond.notify()
+
+    def _aligned_deadline(self, due: float, fps: float) -> float | None:
+        """The deadline nearest ``due`` of a session playing at ``fps``, if one is within
+        ``PLAY_ALIGNMENT`` of a frame interval of it (called under ``_cond``)."""
+        best, window = None, PLAY_ALIGNMENT / fps
+        for _, _, pace in self._heap:
+            if pace.session.fps != fps:
+                continue
+            candidate = pace.start + round((due - pace.start) * fps) / fps  # on its grid
+            if abs(candidate - due) <= window and (best is None or
+                                                   abs(candidate - due) < abs(best - due)):
+                best = candidate
+        return best
 
     def _run(self) -> None:
         while True:
@@ -431,11 +786,17 @@ class PacingScheduler:
                 if not self._running:
                     return
                 # One pass over everything due: sessions watching the same frame go together.
-                now = self.clock()
+                horizon = self.clock() + PASS_QUANTUM
                 due_now = []
-                while self._heap and self._heap[0][0] <= now:
+                while self._heap and self._heap[0][0] <= horizon:
                     deadline, _, pace = heapq.heappop(self._heap)
                     due_now.append((deadline, pace))
+            self.passes += 1
+            # The same order in every pass: each session's datagrams leave at the same point
+            # of the pass's burst every frame (its deadlines differ from the others' by
+            # rounding only, which must not reorder them and jitter the intervals).
+            due_now.sort(key=lambda entry: entry[1].order)
+            self._pass_payloads.clear()
             following = []
             for deadline, pace in due_now:
                 try:
@@ -446,6 +807,12 @@ class PacingScheduler:
                     due = None
                 if due is not None:
                     following.append((due, next(self._counter), pace))
+            if self.batch is not None:
+                try:
+                    self.batch.flush()  # the whole pass's UDP datagrams, one sendmmsg
+                except Exception:  # a bug in the batch must not stop everyone's stream
+                    log.exception("batched send failed; sending datagram by datagram")
+                    self.batch = None
             if following:
                 with self._cond:
                     for entry in following:
@@ -481,7 +848,7 @@ class PacingScheduler:
                 sink.send_rtcp(rtcp_sender_report(session, self.wallclock(), now_rtp))
                 pace.last_report = now
             try:
-                payloads = self._payloads(session, frame)
+                payloads = self._frame_payloads(session, frame)
             except MediaError as exc:  # the file changed under us: end the stream cleanly
                 self._end_stream(pace, frame, "media file changed")
                 log.warning("session %s: stream ended: %s", session.id, exc)
@@ -496,7 +863,7 @@ class PacingScheduler:
                 pace.skipped += 1
                 self.skipped_frames += 1
                 return next_due
-            send_frame(session, sink, payloads, timestamp)
+            send_frame(session, sink, payloads, timestamp, self.batch)
             return next_due
 
     def _end_stream(self, pace: _Pace, frame: int, reason: str) -> None:
@@ -507,6 +874,15 @@ class PacingScheduler:
             pace.sink.send_rtcp(rtcp_bye(session, self.wallclock(), timestamp, reason))
         if session.stream_ended(pace.generation):
             session.touch(self.clock())  # idle from the end of the stream, not from its PLAY
+
+    def _frame_payloads(self, session: Session, frame: int) -> tuple[bytes, ...]:
+        """:meth:`_payloads`, looked up once per pass for all the sessions sending that frame
+        in that format (and then one sendmmsg plan per payload tuple: _frame_plan)."""
+        key = (id(session.media), frame, session.payload_format)
+        payloads = self._pass_payloads.get(key)
+        if payloads is None:
+            payloads = self._pass_payloads[key] = self._payloads(session, frame)
+        return payloads
 
     def _payloads(self, session: Session, frame: int) -> tuple[bytes, ...]:
         """The frame's payloads, empty when it cannot be sent in the session's format."""
@@ -554,6 +930,17 @@ class LiveFanout:
         self._viewers: dict[object, list[_Viewer]] = {}  # channel -> its viewers
         self._lock = threading.Lock()
         self.skipped_frames = 0
+        # Where sendmmsg works (set by the Streamer): a batch per sending thread (producers
+        # and publishers each bring their channel's frames on a thread of their own).
+        self.new_batch: Callable[[], UdpBatch | None] | None = None
+        self._local = threading.local()
+
+    def _batch(self) -> UdpBatch | None:
+        if self.new_batch is None:
+            return None
+        if not hasattr(self._local, "batch"):
+            self._local.batch = self.new_batch()
+        return self._local.batch
 
     def add(self, session: Session, sink: Sink) -> None:
         """``session`` (just answered PLAY) receives its channel's frames from the next one."""
@@ -588,6 +975,14 @@ class LiveFanout:
                 playing = False
             if not playing:
                 stale.append(viewer)
+        batch = self._batch()
+        if batch is not None:
+            try:
+                batch.flush()  # one sendmmsg for every UDP viewer of the frame
+            except Exception:  # a bug in the batch must not stop the channel
+                log.exception("batched send failed; sending datagram by datagram")
+                self.new_batch = None
+                self._local.batch = None
         if stale:
             with self._lock:
                 current = self._viewers.get(channel)
@@ -622,7 +1017,7 @@ class LiveFanout:
                 viewer.skipped += 1
                 self.skipped_frames += 1
                 return True
-            send_frame(session, sink, payloads, timestamp)
+            send_frame(session, sink, payloads, timestamp, self._batch())
             return True
 
     def live_ended(self, channel: object, reason: str) -> None:
@@ -690,6 +1085,11 @@ class UdpEndpoint:
         rtcp = (t.client_ip, t.rtcp_port) if t.rtcp_port is not None else None
         return UdpSink(self.rtp_socket, self.rtcp_socket, (t.client_ip, t.rtp_port), rtcp,
                        self.gso)
+
+    def new_batch(self) -> UdpBatch | None:
+        """A batch for one sending thread's passes, or None where sendmmsg does not work
+        here (checked on this socket; the sinks' own sendmsg path then does it all)."""
+        return UdpBatch(self.rtp_socket) if sendmmsg.available(self.rtp_socket) else None
 
     def _run(self) -> None:
         with selectors.DefaultSelector() as selector:
@@ -760,6 +1160,9 @@ class Streamer:
         self.udp = UdpEndpoint(host, family, self._on_udp_rtcp, gso, self._on_udp_rtp)
         self.scheduler = PacingScheduler(max_payload, clock, wallclock)
         self.fanout = LiveFanout(max_payload, clock, wallclock)
+        self.scheduler.batch = self.udp.new_batch()
+        if self.scheduler.batch is not None:
+            self.fanout.new_batch = self.udp.new_batch
         self._sinks: dict[str, tuple[TransportChoice, Sink]] = {}
         self._lock = threading.Lock()
         # Publishers' inbound streams: by session id, and by UDP source address for RTP.
@@ -786,7 +1189,11 @@ class Streamer:
         for session in self.registry.all():
             self.end(session, "server shutting down")
         self.scheduler.stop()
+        if self.scheduler.batch is not None:
+            self.scheduler.batch.close()
         self.udp.stop()
+        log.info("send paths: %s; %d scheduler passes", SEND_COUNTERS.summary(),
+                 self.scheduler.passes)
 
     def record(self, session: Session) -> None:
         """Take in what the publisher of ``session`` sends (after its RECORD)."""
