@@ -509,19 +509,9 @@ class RtspService:
                 stop = media.frame_count if stop is None else min(stop, media.frame_count)  # type: ignore[attr-defined]
             end_text = "" if stop is None else f"{stop / session.fps:.3f}"
             session.stop_frame = stop
-            session.apply("PLAY")
-            session.touch(self.clock())
-            headers.add("Session", self._session_header(session))
-            headers.add("Range", f"npt={session.position / session.fps:.3f}-{end_text}")
-            if session.payload_format is PayloadFormat.RFC2435:
-                headers.add(
-                    "RTP-Info",
-                    f"url={session.control_url};seq={session.next_seq};"
-                    f"rtptime={session.rtp_timestamp(session.position)}",
-                )
-            reply = self._ok(request, headers, session)
-            reply.actions.append(StartStreaming(session))
-            return reply
+            return self._playing(request, session, headers,
+                                 f"npt={session.position / session.fps:.3f}-{end_text}",
+                                 session.rtp_timestamp(session.position))
 
     def _play_live(self, request: Request, session: Session, headers: Headers) -> Reply:
         """PLAY of a live path: from the next frame that arrives (the live edge), whatever the
@@ -537,21 +527,23 @@ class RtspService:
         self._check_on_air(channel)
         with session.guard:
             session.media = channel
-            session.apply("PLAY")
-            session.touch(self.clock())
-            headers.add("Session", self._session_header(session))
-            headers.add("Range", "npt=now-")
-            if session.payload_format is PayloadFormat.RFC2435:
-                latest = channel.latest
-                time = latest.time if latest is not None else 0.0
-                headers.add(
-                    "RTP-Info",
-                    f"url={session.control_url};seq={session.next_seq};"
-                    f"rtptime={session.rtp_timestamp_at(time)}",
-                )
-            reply = self._ok(request, headers, session)
-            reply.actions.append(StartStreaming(session))
-            return reply
+            latest = channel.latest
+            return self._playing(request, session, headers, "npt=now-",
+                                 session.rtp_timestamp_at(latest.time if latest else 0.0))
+
+    def _playing(self, request: Request, session: Session, headers: Headers, range_text: str,
+                 rtptime: int) -> Reply:
+        """PLAY's state change and 200 reply, file or live (inside the session's guard)."""
+        session.apply("PLAY")
+        session.touch(self.clock())
+        headers.add("Session", self._session_header(session))
+        headers.add("Range", range_text)
+        if session.payload_format is PayloadFormat.RFC2435:
+            headers.add("RTP-Info", f"url={session.control_url};seq={session.next_seq};"
+                                    f"rtptime={rtptime}")
+        reply = self._ok(request, headers, session)
+        reply.actions.append(StartStreaming(session))
+        return reply
 
     def _announce(self, request: Request, conn: Connection, headers: Headers) -> Reply:
         """A publisher describes what it will send to a path (RFC 2326 section 10.3)."""
