@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 import gi
 
@@ -34,15 +35,13 @@ from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
 
 def read_frames(path: str) -> list[bytes]:
-    data = open(path, "rb").read()
-    frames, start = [], 0
-    while True:
-        end = data.find(b"\xff\xd9\xff\xd8", start)
-        if end < 0:
-            frames.append(data[start:])
-            return frames
-        frames.append(data[start:end + 2])
-        start = end + 2
+    """The JPEGs of a raw MJPEG file (the server's own splitter: pure Python, so it loads in
+    Debian's python3 too)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from mjpeg_rtsp.mjpeg_stream import MjpegStreamSplitter
+
+    with open(path, "rb") as f:
+        return MjpegStreamSplitter().feed(f.read())
 
 
 class Relay:

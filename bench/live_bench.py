@@ -63,6 +63,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 from loadgen import RtspConnection  # noqa: E402
 
 from mjpeg_rtsp.jpeg import scan_jpeg  # noqa: E402
+from mjpeg_rtsp.mjpeg_stream import MjpegStreamSplitter  # noqa: E402
 from mjpeg_rtsp.rfc2435 import packetize  # noqa: E402
 
 GST_PYTHON = "/usr/bin/python3"
@@ -81,15 +82,8 @@ def note(message: str) -> None:
 # --- the frames -----------------------------------------------------------------------------
 
 def split_mjpeg(data: bytes) -> list[bytes]:
-    """ffmpeg's and Pillow's raw MJPEG: EOI followed by SOI separates the frames."""
-    frames, start = [], 0
-    while True:
-        end = data.find(b"\xff\xd9\xff\xd8", start)
-        if end < 0:
-            frames.append(data[start:])
-            return frames
-        frames.append(data[start:end + 2])
-        start = end + 2
+    """The JPEGs of a raw MJPEG byte string (the server's own splitter)."""
+    return MjpegStreamSplitter().feed(data)
 
 
 def make_frames(path: Path) -> dict:

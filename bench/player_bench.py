@@ -42,16 +42,10 @@ SIZES = {"full": None, "1280x720": (1280, 720), "640x360": (640, 360)}
 
 
 def read_frames(path: str, limit: int = 120) -> list[bytes]:
-    data = Path(path).read_bytes()
-    frames, start = [], 0
-    while len(frames) < limit:
-        end = data.find(b"\xff\xd9\xff\xd8", start)
-        if end < 0:
-            frames.append(data[start:])
-            break
-        frames.append(data[start:end + 2])
-        start = end + 2
-    return frames
+    """The first ``limit`` JPEGs of a raw MJPEG file (the server's own splitter)."""
+    from mjpeg_rtsp.mjpeg_stream import MjpegStreamSplitter
+
+    return MjpegStreamSplitter().feed(Path(path).read_bytes())[:limit]
 
 
 def decode_for_display(jpeg: bytes, size: tuple[int, int] | None):

@@ -26,12 +26,11 @@ from typing import Protocol
 from . import rfc2435
 from .jpeg import JpegError, JpegInfo, scan_jpeg
 from .limits import MAX_FILE_FRAME_BYTES
+from .media import MAX_DATAGRAM_JPEG
 from .rtp import RTP_HEADER_SIZE
 
 log = logging.getLogger(__name__)
 
-# The textbook dialect's whole JPEG in one UDP datagram.
-MAX_DATAGRAM_JPEG = 65507 - RTP_HEADER_SIZE
 # The channel's timeline never goes backwards, even if a producer's clock does.
 MIN_FRAME_STEP = 1e-4
 # A publisher's payloads go out as they came (re-packetizing nothing) when none is larger
@@ -69,7 +68,7 @@ class LiveFrame:
     time: float  # seconds on the channel's timeline (capture time, strictly increasing)
     capture_time: float  # wall clock, for RTCP sender reports
     carried: bytes | None  # the JPEG RFC 2435 carries (re-encoded if need be); None: it cannot
-    publisher_payloads: tuple[bytes, ...] = ()  # a publisher's own, passed on when they fit
+    publisher_payloads: tuple[bytes, ...] = ()  # a publisher's own, passed on when they can be
     _payloads: dict[int, tuple[bytes, ...]] = field(default_factory=dict, repr=False)
 
     @property
@@ -179,6 +178,8 @@ class LiveChannel:
 
     def _check(self, jpeg: bytes, capture_time: float,
                publisher_payloads: tuple[bytes, ...]) -> LiveFrame | None:
+        if publisher_payloads and not forwardable(publisher_payloads):
+            publisher_payloads = ()  # packetized again from the rebuilt JPEG
         if len(jpeg) > MAX_FILE_FRAME_BYTES:
             return self._refuse(f"frame of {len(jpeg)} bytes exceeds {MAX_FILE_FRAME_BYTES}")
         try:
@@ -339,14 +340,6 @@ class LivePaths:
             return sorted(self._channels)
 
 
-def bind_listener(paths: LivePaths, listener: LiveListener) -> None:
-    """Make ``listener`` hear every channel of ``paths``, present and future."""
-    paths.listener = listener
-    for channel in paths.channels():
-        channel.listener = listener
-
-
 __all__ = [
     "FrameSink", "LiveChannel", "LiveFrame", "LiveListener", "LivePathError", "LivePaths",
-    "bind_listener",
 ]

@@ -160,7 +160,6 @@ class _Indexer:
         layout = detect_layout(head[:16], name)
         self.index = FrameIndex(layout, array("q"), array("q"), 0, 0, bytearray(), False)
         self.position = 0
-        self.error: MediaError | None = None
 
     def advance(self, until_frame: int | None, until_byte: int | None = None,
                 strict: bool = True) -> None:
@@ -183,7 +182,6 @@ class _Indexer:
                 if strict or not index.offsets:
                     raise
                 # Damage far into a file found while it plays: it ends at its last good frame.
-                self.error = exc
                 index.complete = True
                 log.warning("%s: %s; playing it as %d frames", self.name, exc, index.frame_count)
 

@@ -246,10 +246,6 @@ class SessionRegistry:
         with self._lock:
             return [s for s in self._sessions.values() if s.connection_id == connection_id]
 
-    def publishers(self) -> list[Session]:
-        with self._lock:
-            return [s for s in self._sessions.values() if s.record]
-
     def find_by_rtcp_source(self, ip: str, port: int) -> Session | None:
         with self._lock:
             for session in self._sessions.values():

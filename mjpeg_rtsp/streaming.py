@@ -40,7 +40,7 @@ from typing import Protocol
 
 from . import sendmmsg
 from .ingest import RtpJpegIngest
-from .live import LivePaths, forwardable
+from .live import LivePaths
 from .media import MediaError
 from .metrics import SessionTotals
 from .ports import Selector, bind_rtp_pair
@@ -966,9 +966,10 @@ class LiveFanout:
         with self._lock:
             viewers = list(self._viewers.get(channel, ()))
         stale = []
+        now = self.clock()  # one reading per frame, for every viewer's report interval
         for viewer in viewers:
             try:
-                playing = self._send(viewer, frame)
+                playing = self._send(viewer, frame, now)
             except Exception:  # one broken session must not stop everyone's stream
                 log.exception("session %s: live stream stopped by an error", viewer.session.id)
                 self._finish(viewer)
@@ -989,13 +990,12 @@ class LiveFanout:
                 if current is not None:
                     current[:] = [v for v in current if v not in stale]
 
-    def _send(self, viewer: _Viewer, frame) -> bool:
+    def _send(self, viewer: _Viewer, frame, now: float) -> bool:
         session, sink = viewer.session, viewer.sink
         with session.guard:
             if session.generation != viewer.generation or session.state is not SessionState.PLAYING:
                 return False
             timestamp = session.rtp_timestamp_at(frame.time)
-            now = self.clock()
             if session.uses_rtcp and now - viewer.last_report >= SENDER_REPORT_INTERVAL:
                 # The frame's capture time and its RTP time: players measure latency from it.
                 sink.send_rtcp(rtcp_sender_report(session, frame.capture_time, timestamp))
@@ -1327,8 +1327,9 @@ class Streamer:
         frame = publisher.ingest.receive_rtp(data, self.wallclock())
         if frame is None:
             return
-        payloads = frame.payloads if frame.payloads_standalone and \
-            forwardable(frame.payloads) else ()
+        # Payloads that need tables sent in an earlier frame cannot go to a viewer who
+        # joined since; LiveFrame decides whether the others can go as they came.
+        payloads = frame.payloads if frame.payloads_standalone else ()
         try:
             session.media.push_jpeg(frame.jpeg, frame.capture_time, payloads)  # type: ignore[attr-defined]
         except Exception:  # a bug must not stop the receiving thread
