@@ -251,3 +251,23 @@ def test_measured_rate_is_not_inflated_by_bursts() -> None:
         channel.push_jpeg(jpeg, t + (n % 4) * 0.0005)
     assert 23 < channel.fps < 28
     assert LiveChannel("declared", "live", declared_fps=30).fps == 30
+
+
+def test_bad_live_and_publish_options_stop_the_server_at_start(tmp_path, media_root,
+                                                               capsys) -> None:
+    """Start-up refusals: a readable line and exit code 2, never a traceback."""
+    from Server import main as server_main
+
+    base = ["0", "--host", "127.0.0.1", "--root", str(media_root)]
+    assert server_main([*base, "--live", "a=-", "--live", "b=-"]) == 2
+    assert "only one --live source can read the standard input" in capsys.readouterr().err
+    assert server_main([*base, "--live", "movie.Mjpeg=testpattern"]) == 2
+    assert "a media file has that name already" in capsys.readouterr().err
+    assert server_main([*base, "--live", "cam=testpattern", "--live", "cam=testpattern"]) == 2
+    assert "declared twice" in capsys.readouterr().err
+    assert server_main([*base, "--publish-users", str(tmp_path / "missing.txt")]) == 2
+    assert "missing.txt" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # argparse: the source's own message
+        server_main([*base, "--live", "cam=nonsense:1"])
+    assert exit_info.value.code == 2
+    assert "--live" in capsys.readouterr().err
