@@ -47,6 +47,14 @@ _READ_CHUNK = 4 << 20
 EAGER_INDEX_BYTES = 64 << 20
 LAZY_FIRST_BYTES = 1 << 20
 LAZY_AHEAD_FRAMES = 8
+# A missing frame's RFC 2435 payloads are made with those of the frames after it (already
+# indexed, not cached yet), from one read: a server thread wakes once per frame with cold
+# caches, and packetizing the next frames while they are warm costs a fraction of doing
+# each in its own wake-up (bench/pass_micro.py --gap).
+READ_AHEAD_FRAMES = 8
+# ...when they lie close together in the file (a read spanning at most this much more than
+# the frames themselves; else each frame is read on its own).
+READ_AHEAD_SLACK = 64 << 10
 DEFAULT_CACHE_BYTES = 64 << 20
 # The whole JPEG in one UDP datagram (the textbook dialect): 65507 minus the RTP header.
 MAX_DATAGRAM_JPEG = 65507 - RTP_HEADER_SIZE
@@ -385,23 +393,36 @@ class MjpegFile:
         """
         if not self.has_frame(number):
             raise IndexError(f"frame {number} out of range 0..{self.frame_count - 1}")
+        return self._read_frames(number, number + 1)[0]
+
+    def _read_frames(self, first: int, end: int) -> list[bytes]:
+        """The JPEGs of indexed frames ``first`` to ``end`` (exclusive), in one read when
+        they lie together; MediaChangedError as for :meth:`frame`."""
         if self.changed:
             raise MediaChangedError(f"{self.name} changed on disk while being served")
-        length = self.index.lengths[number]
-        data = os.pread(self._fd, length, self.index.offsets[number])
+        offsets, lengths = self.index.offsets, self.index.lengths
+        start = offsets[first]
+        span = offsets[end - 1] + lengths[end - 1] - start
+        if span <= sum(lengths[first:end]) + READ_AHEAD_SLACK:
+            block = memoryview(os.pread(self._fd, span, start))
+            frames = [bytes(block[offsets[n] - start:offsets[n] - start + lengths[n]])
+                      for n in range(first, end)]
+        else:
+            frames = [os.pread(self._fd, lengths[n], offsets[n]) for n in range(first, end)]
         st = os.fstat(self._fd)
-        if (
-            len(data) != length
-            or data[:2] != b"\xff\xd8"
-            or data[-2:] != b"\xff\xd9"
-            or (st.st_ino, st.st_size, st.st_mtime_ns) != self.signature
-        ):
-            self.changed = True
-            raise MediaChangedError(
-                f"{self.name} changed on disk while being served (frame {number} is no longer "
-                f"what was indexed)"
-            )
-        return data
+        for number, data in zip(range(first, end), frames, strict=True):
+            if (
+                len(data) != lengths[number]
+                or data[:2] != b"\xff\xd8"
+                or data[-2:] != b"\xff\xd9"
+                or (st.st_ino, st.st_size, st.st_mtime_ns) != self.signature
+            ):
+                self.changed = True
+                raise MediaChangedError(
+                    f"{self.name} changed on disk while being served (frame {number} is no "
+                    f"longer what was indexed)"
+                )
+        return frames
 
     def check_unchanged(self) -> None:
         """MediaChangedError if the file was rewritten or truncated since indexing."""
@@ -418,7 +439,7 @@ class MjpegFile:
 
         Empty for a frame that cannot be sent (too large or impossible to re-encode).
         """
-        return self._cached(("rfc2435", number, max_payload), self._make_payloads)
+        return self._cached(("rfc2435", number, max_payload), self._make_payloads_ahead)
 
     def raw_payload(self, number: int) -> tuple[bytes, ...]:
         """The whole JPEG in one payload (the textbook dialect); empty when it is too large
@@ -464,21 +485,38 @@ class MjpegFile:
                 self._cache.move_to_end(key)
                 return hit
         value = make(key)
-        size = sum(len(p) for p in value)
+        self._store(key, value)
+        return value
+
+    def _store(self, key: tuple, value: tuple[bytes, ...]) -> None:
+        size = sum(map(len, value))
         with self._lock:
             if key not in self._cache:
                 self._cache[key] = value
                 self._cache_bytes += size
                 while self._cache_bytes > self._cache_limit and len(self._cache) > 1:
                     _, old = self._cache.popitem(last=False)
-                    self._cache_bytes -= sum(len(p) for p in old)
-        return value
+                    self._cache_bytes -= sum(map(len, old))
 
-    def _make_payloads(self, key: tuple) -> tuple[bytes, ...]:
+    def _make_payloads_ahead(self, key: tuple) -> tuple[bytes, ...]:
+        """Frame ``key``'s payloads, and those of the indexed frames after it that are not
+        cached (READ_AHEAD_FRAMES in all, the ones after it cached here)."""
+        kind, number, max_payload = key
+        end = number + 1
+        with self._lock:
+            while end < min(number + READ_AHEAD_FRAMES, self.index.frame_count) and \
+                    (kind, end, max_payload) not in self._cache:
+                end += 1
+        jpegs = self._read_frames(number, end)
+        for ahead in range(number + 1, end):
+            self._store((kind, ahead, max_payload),
+                        self._make_payloads((kind, ahead, max_payload), jpegs[ahead - number]))
+        return self._make_payloads(key, jpegs[0])
+
+    def _make_payloads(self, key: tuple, jpeg: bytes) -> tuple[bytes, ...]:
         _, number, max_payload = key
         if self.index.flags[number] & FLAG_UNDELIVERABLE:
             return self._undeliverable(number, "too large to re-encode for RFC 2435")
-        jpeg = self.frame(number)
         try:
             info = scan_jpeg(jpeg)
         except JpegError:  # the index vouched for it: the file changed in place
