@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mjpeg_rtsp import sendmmsg  # noqa: E402
 from mjpeg_rtsp.rtp import PT_JPEG, pack_header, pack_headers  # noqa: E402
 from mjpeg_rtsp.streaming import (  # noqa: E402
+    FrameShare,
     UdpBatch,
     UdpSink,
     gso_supported,
@@ -95,9 +96,11 @@ def send_paths(packets: int, sessions: int) -> None:
                     sink.send_rtp(split_headers(pack_headers(packets, PT_JPEG, 0, 0, 1)),
                                   payloads)
 
-            def batched(sinks: list = sinks) -> None:
+            share = FrameShare(payloads)
+
+            def batched(sinks: list = sinks, share: FrameShare = share) -> None:
                 for sink in sinks:
-                    batch.add(None, sink, pack_headers(packets, PT_JPEG, 0, 0, 1), payloads)
+                    batch.add(None, sink, pack_headers(packets, PT_JPEG, 0, 0, 1), share)
                 batch._send()  # the flush without the sessions' counters (no sessions here)
                 batch._dropped.clear()
 

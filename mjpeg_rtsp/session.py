@@ -76,6 +76,10 @@ class PayloadFormat(enum.Enum):
     RAW_JPEG = "raw"  # the textbook client: one whole JPEG per datagram
     JPEG = "jpeg"  # HTTP viewers: the whole JPEG of any size, no RTP header used
 
+    # Members are singletons: hashing by identity (in C) keeps the scheduler's per-frame
+    # look-ups (keyed by format) off Enum's hash-by-name in Python.
+    __hash__ = object.__hash__
+
 
 class LowerTransport(enum.Enum):
     UDP = "udp"

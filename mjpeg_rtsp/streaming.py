@@ -35,7 +35,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from . import sendmmsg
@@ -264,6 +264,27 @@ def _frame_plan(payloads: tuple[bytes, ...], gso: bool) -> sendmmsg.FramePlan | 
     return sendmmsg.FramePlan(payloads, layout, RTP_HEADER_SIZE)
 
 
+class FrameShare:
+    """One frame's payloads in one format, and what every session sending them shares: the
+    packet count, the octets, and the sendmmsg plans (worked out at first use). Made once
+    per frame per pass (files) or per frame (live), not once per session."""
+
+    __slots__ = ("payloads", "count", "octets", "_plans")
+
+    def __init__(self, payloads: tuple[bytes, ...]) -> None:
+        self.payloads = payloads
+        self.count = len(payloads)
+        self.octets = sum(map(len, payloads))
+        self._plans: list = [False, False]  # by GSO on; False: not worked out yet
+
+    def plan(self, gso: bool) -> sendmmsg.FramePlan | None:
+        """The sendmmsg plan for sinks with segmentation offload ``gso`` (None: not batchable)."""
+        plan = self._plans[gso]
+        if plan is False:
+            plan = self._plans[gso] = _frame_plan(self.payloads, gso)
+        return plan
+
+
 class UdpBatch:
     """One pass's frames to UDP sinks, sent together by one ``sendmmsg`` (sendmmsg.py).
 
@@ -277,13 +298,12 @@ class UdpBatch:
         self._batch = sendmmsg.DatagramBatch(sock)
         self._dropped: list[tuple[object, int, int, int, bool]] = []
 
-    def add(self, session: Session, sink: UdpSink, headers: bytes,
-            payloads: tuple[bytes, ...]) -> bool:
+    def add(self, session: Session, sink: UdpSink, headers: bytes, share: FrameShare) -> bool:
         """Queue one frame (``headers``: its packets' headers back to back); False when it
         must go the sink's own way (no packed address, payloads not bytes, too large)."""
         if sink.sockaddr is None:
             return False
-        plan = _frame_plan(payloads, sink.gso)
+        plan = share.plan(sink.gso)
         if plan is None or not self._batch.fits(plan):
             return False
         token = (session, sink)
@@ -657,27 +677,27 @@ def split_headers(headers: bytes) -> list[bytes]:
     return [headers[i:i + RTP_HEADER_SIZE] for i in range(0, len(headers), RTP_HEADER_SIZE)]
 
 
-def send_frame(session: Session, sink: Sink, payloads: tuple[bytes, ...], timestamp: int,
+def send_frame(session: Session, sink: Sink, share: FrameShare, timestamp: int,
                batch: UdpBatch | None = None) -> None:
     """One frame to one session: its own RTP headers over the shared payloads, and its
     counters (called inside the session's guard). With ``batch`` (a pass of the scheduler
     or of a live fan-out), a UDP sink's datagrams join the pass's one sendmmsg, and what
     did not go is counted when the batch is flushed."""
     seq = session.next_seq
-    count = len(payloads)
+    count = share.count
     headers = pack_headers(count, PT_JPEG, seq, timestamp, session.ssrc)
     session.next_seq = (seq + count) & 0xFFFF
-    if batch is not None and type(sink) is UdpSink and batch.add(session, sink, headers,
-                                                                  payloads):
+    if batch is not None and type(sink) is UdpSink and batch.add(session, sink, headers, share):
         dropped = 0  # for now: UdpBatch.flush corrects it
     else:
-        dropped = sink.send_rtp(split_headers(headers), payloads)
-    session.packets_sent += len(payloads) - dropped
-    session.packets_dropped += dropped
-    session.octets_sent += sum(len(p) for p in payloads)
+        dropped = sink.send_rtp(split_headers(headers), share.payloads)
+    session.packets_sent += count - dropped
+    session.octets_sent += share.octets
     session.frames_sent += 1
-    if dropped == len(payloads):
-        session.frames_dropped += 1  # none of it went: a full send buffer or queue
+    if dropped:
+        session.packets_dropped += dropped
+        if dropped == count:
+            session.frames_dropped += 1  # none of it went: a full send buffer or queue
 
 
 @dataclass
@@ -691,7 +711,15 @@ class _Pace:
     first_frame: int
     last_report: float = float("-inf")
     skipped: int = 0  # frames this session could not receive
-    order: int = 0  # its place in every pass it shares (see _run)
+    order: int = 0  # its place in every pass it shares (see _send_pass)
+    reports: bool = field(init=False)  # sends RTCP sender reports
+
+    def __post_init__(self) -> None:
+        self.reports = self.session.uses_rtcp
+
+
+def _pass_order(entry: tuple[float, _Pace]) -> int:
+    return entry[1].order
 
 
 # Sessions due within this long after the earliest go out in the same pass: one wake-up,
@@ -700,14 +728,15 @@ class _Pace:
 # amount every frame while the phases stay put, which keeps pacing errors (intervals) far
 # below the 1 ms target, and it is too short for any player's jitter buffer to notice.
 PASS_QUANTUM = 0.001
-# A new PLAY's first frame goes at once; its next ones move once, earlier or later by at most
-# this share of the frame interval, onto the deadlines of a session already playing at its
-# rate, so that from then on they share every pass exactly (one wake-up and one sendmmsg for
-# all, as a shared media pipeline has, instead of one per session spread over the interval,
-# each waking the receivers too). Only the first interval is off, by at most a quarter of a
-# frame (8 ms at 30 fps), well inside any player's jitter buffer; deadlines stay those of
-# frame numbers from the new anchor, and sessions far from every grid keep their own.
-PLAY_ALIGNMENT = 0.25
+# Grids (PacingScheduler.play): a new PLAY's first frame goes at once; its next ones move
+# once, earlier or later by at most half a frame interval, onto the grid of deadlines of its
+# frame rate (anchored by the first session at that rate), so that every session at a rate
+# shares every pass: one wake-up and one sendmmsg per frame interval for all, as a shared
+# media pipeline has, instead of one per session or group spread over the interval (each
+# wake-up of a Python thread costs a few hundred microseconds of CPU here, mostly caches
+# refilled: bench/pass_micro.py --gap). Only the first interval is off (0.5 to 1.5 frame
+# intervals), well inside any player's jitter buffer; deadlines stay those of frame numbers
+# from the new anchor.
 
 
 class PacingScheduler:
@@ -723,13 +752,17 @@ class PacingScheduler:
         self.clock, self.wallclock = clock, wallclock
         self._heap: list[tuple[float, int, _Pace]] = []
         self._counter = itertools.count()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # the heap and _running
+        # Released to wake the thread before its next deadline (a new PLAY, stop): a bare
+        # lock, cheaper to sleep on than a Condition (whose wait is Python code).
+        self._alarm = threading.Lock()
+        self._alarm.acquire()
         self._running = False
         self._thread: threading.Thread | None = None
+        self._grids: dict[float, float] = {}  # frame rate -> one deadline on its grid
         self.late_frames = 0
         self.skipped_frames = 0
         self.batch: UdpBatch | None = None  # set by the Streamer where sendmmsg works
-        self._pass_payloads: dict[tuple, tuple[bytes, ...]] = {}  # of the current pass
         self.passes = 0
 
     def start(self) -> None:
@@ -738,124 +771,118 @@ class PacingScheduler:
         self._thread.start()
 
     def stop(self) -> None:
-        with self._cond:
+        with self._lock:
             self._running = False
-            self._cond.notify()
+        self._wake()
         # is_alive(): a Ctrl+C can land inside start(), before the thread has started.
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=5)
 
+    def _wake(self) -> None:
+        try:
+            self._alarm.release()
+        except RuntimeError:
+            pass  # a wake-up is pending already
+
     def play(self, session: Session, sink: Sink) -> None:
         """Start sending ``session`` to ``sink`` from its current position now (called after
-        the PLAY reply)."""
+        the PLAY reply): its first frame at once, the next ones on its rate's grid."""
         with session.guard:
             pace = _Pace(session, sink, session.generation, self.clock(), session.position)
-        with self._cond:
+            fps = session.fps
+        with self._lock:
             pace.order = next(self._counter)
             now = pace.start
-            aligned = self._aligned_deadline(now + 1 / session.fps, session.fps)
-            if aligned is not None:  # the second frame on another session's deadline
-                pace.start, pace.first_frame = aligned, pace.first_frame + 1
+            anchor = self._grids.setdefault(fps, now)
+            # The second frame on the grid point nearest one interval from now.
+            pace.start = anchor + round((now + 1 / fps - anchor) * fps) / fps
+            pace.first_frame += 1
             heapq.heappush(self._heap, (now, next(self._counter), pace))
-            self._cond.notify()
-
-    def _aligned_deadline(self, due: float, fps: float) -> float | None:
-        """The deadline nearest ``due`` of a session playing at ``fps``, if one is within
-        ``PLAY_ALIGNMENT`` of a frame interval of it (called under ``_cond``)."""
-        best, window = None, PLAY_ALIGNMENT / fps
-        for _, _, pace in self._heap:
-            if pace.session.fps != fps:
-                continue
-            candidate = pace.start + round((due - pace.start) * fps) / fps  # on its grid
-            if abs(candidate - due) <= window and (best is None or
-                                                   abs(candidate - due) < abs(best - due)):
-                best = candidate
-        return best
+        self._wake()
 
     def _run(self) -> None:
         while True:
-            with self._cond:
-                while self._running:
-                    if self._heap:
-                        delay = self._heap[0][0] - self.clock()
-                        if delay <= 0:
-                            break
-                        self._cond.wait(delay)
-                    else:
-                        self._cond.wait()
-                if not self._running:
-                    return
-                # One pass over everything due: sessions watching the same frame go together.
-                horizon = self.clock() + PASS_QUANTUM
-                due_now = []
-                while self._heap and self._heap[0][0] <= horizon:
-                    deadline, _, pace = heapq.heappop(self._heap)
-                    due_now.append((deadline, pace))
-            self.passes += 1
-            # The same order in every pass: each session's datagrams leave at the same point
-            # of the pass's burst every frame (its deadlines differ from the others' by
-            # rounding only, which must not reorder them and jitter the intervals).
-            due_now.sort(key=lambda entry: entry[1].order)
-            self._pass_payloads.clear()
-            following = []
-            for deadline, pace in due_now:
-                try:
-                    due = self._send_frame(pace, deadline)
-                except Exception:  # one broken session must not stop everyone's stream
-                    log.exception("session %s: stream stopped by an error", pace.session.id)
-                    self._finish(pace.session, pace.generation)
-                    due = None
-                if due is not None:
-                    following.append((due, next(self._counter), pace))
-            if self.batch is not None:
-                try:
-                    self.batch.flush()  # the whole pass's UDP datagrams, one sendmmsg
-                except Exception:  # a bug in the batch must not stop everyone's stream
-                    log.exception("batched send failed; sending datagram by datagram")
-                    self.batch = None
-            if following:
-                with self._cond:
-                    for entry in following:
-                        heapq.heappush(self._heap, entry)
+            due_now = self._next_pass()
+            if due_now is None:
+                return
+            self._send_pass(due_now)
 
-    def _send_frame(self, pace: _Pace, deadline: float) -> float | None:
+    def _next_pass(self) -> list[tuple[float, _Pace]] | None:
+        """Wait for the earliest deadline; everything due by then and within PASS_QUANTUM
+        after it (None once stopped)."""
+        while True:
+            with self._lock:
+                if not self._running:
+                    return None
+                delay = self._heap[0][0] - self.clock() if self._heap else None
+                if delay is not None and delay <= 0:
+                    horizon = self.clock() + PASS_QUANTUM
+                    due_now = []
+                    while self._heap and self._heap[0][0] <= horizon:
+                        deadline, _, pace = heapq.heappop(self._heap)
+                        due_now.append((deadline, pace))
+                    return due_now
+            # Woken early (released) or at the deadline: look again either way.
+            self._alarm.acquire(timeout=-1 if delay is None else delay)
+
+    def _send_pass(self, due_now: list[tuple[float, _Pace]]) -> None:
+        """One pass: sessions watching the same frame go together, in one sendmmsg."""
+        self.passes += 1
+        # The same order in every pass: each session's datagrams leave at the same point
+        # of the pass's burst every frame (its deadlines differ from the others' by
+        # rounding only, which must not reorder them and jitter the intervals).
+        due_now.sort(key=_pass_order)
+        shares: dict[tuple, FrameShare] = {}  # (media, frame, format): looked up once a pass
+        now, wallclock = self.clock(), self.wallclock()  # one reading for the whole pass
+        following = []
+        for deadline, pace in due_now:
+            try:
+                due = self._send_frame(pace, deadline, shares, now, wallclock)
+            except Exception:  # one broken session must not stop everyone's stream
+                log.exception("session %s: stream stopped by an error", pace.session.id)
+                self._finish(pace.session, pace.generation)
+                due = None
+            if due is not None:
+                following.append((due, next(self._counter), pace))
+        if self.batch is not None:
+            try:
+                self.batch.flush()  # the whole pass's UDP datagrams, one sendmmsg
+            except Exception:  # a bug in the batch must not stop everyone's stream
+                log.exception("batched send failed; sending datagram by datagram")
+                self.batch = None
+        if following:
+            with self._lock:
+                for entry in following:
+                    heapq.heappush(self._heap, entry)
+
+    def _send_frame(self, pace: _Pace, deadline: float, shares: dict[tuple, FrameShare],
+                    now: float, wallclock: float) -> float | None:
+        """One session's frame of the pass; its next deadline, or None once it has stopped.
+        The per-session path: the pass's first session on a frame looks the frame up."""
         session, sink = pace.session, pace.sink
         with session.guard:
             if session.generation != pace.generation or session.state is not SessionState.PLAYING:
                 return None
             frame = session.position
             stop = session.stop_frame
-            if session.loop and stop is None and frame > 0 and \
-                    not session.media.has_frame(frame):  # type: ignore[attr-defined]
-                # A looping viewer (HTTP) starts again: frame 0 is due when the next one was.
-                pace.start, pace.first_frame = deadline, 0
-                session.position = frame = 0
-            # has_frame: a large file is indexed ahead of the playing position as it plays.
-            if (stop is not None and frame >= stop) or not session.media.has_frame(frame):  # type: ignore[attr-defined]
-                # One frame interval after the last frame, so players that treat BYE as
-                # end of stream have read that frame by then.
-                self._end_stream(pace, frame, "end of stream")
-                log.info("session %s: end of stream after frame %d%s", session.id, frame - 1,
-                         f" ({pace.skipped} frames skipped)" if pace.skipped else "")
-                return None
+            share = shares.get((session.media, frame, session.payload_format))
+            if share is None or (stop is not None and frame >= stop):
+                share = self._look_up(pace, deadline, shares)
+                if share is None:
+                    return None
+                frame = session.position  # a looping viewer may have started again
+            fps = session.fps
             timestamp = session.rtp_timestamp(frame)
-            now = self.clock()
-            if now - deadline > 1.0 / session.fps:
+            if now - deadline > 1.0 / fps:
                 self.late_frames += 1
-            if session.uses_rtcp and now - pace.last_report >= SENDER_REPORT_INTERVAL:
+            if pace.reports and now - pace.last_report >= SENDER_REPORT_INTERVAL:
                 # The RTP time of "now" on this stream's clock, for the SR's NTP/RTP pair.
                 now_rtp = (timestamp + round((now - deadline) * 90000)) & 0xFFFFFFFF
-                sink.send_rtcp(rtcp_sender_report(session, self.wallclock(), now_rtp))
+                sink.send_rtcp(rtcp_sender_report(session, wallclock, now_rtp))
                 pace.last_report = now
-            try:
-                payloads = self._frame_payloads(session, frame)
-            except MediaError as exc:  # the file changed under us: end the stream cleanly
-                self._end_stream(pace, frame, "media file changed")
-                log.warning("session %s: stream ended: %s", session.id, exc)
-                return None
             session.position = frame + 1
-            next_due = pace.start + (session.position - pace.first_frame) / session.fps
-            if not payloads:  # a frame this session cannot receive
+            next_due = pace.start + (frame + 1 - pace.first_frame) / fps
+            if not share.count:  # a frame this session cannot receive
                 if not pace.skipped and session.payload_format is PayloadFormat.RAW_JPEG:
                     log.warning("session %s: frame %d is larger than one datagram: skipped, "
                                 "as are any others (the textbook client takes a whole JPEG "
@@ -863,8 +890,40 @@ class PacingScheduler:
                 pace.skipped += 1
                 self.skipped_frames += 1
                 return next_due
-            send_frame(session, sink, payloads, timestamp, self.batch)
+            send_frame(session, sink, share, timestamp, self.batch)
             return next_due
+
+    def _look_up(self, pace: _Pace, deadline: float,
+                 shares: dict[tuple, FrameShare]) -> FrameShare | None:
+        """The session's frame, first in its pass (or at its end): a looping viewer starts
+        again, a stream at its end or whose file changed ends (None), else the frame's share,
+        kept for the pass (called inside the session's guard)."""
+        session = pace.session
+        frame = session.position
+        stop = session.stop_frame
+        if session.loop and stop is None and frame > 0 and \
+                not session.media.has_frame(frame):  # type: ignore[attr-defined]
+            # A looping viewer (HTTP) starts again: frame 0 is due when the next one was.
+            pace.start, pace.first_frame = deadline, 0
+            session.position = frame = 0
+        # has_frame: a large file is indexed ahead of the playing position as it plays.
+        if (stop is not None and frame >= stop) or not session.media.has_frame(frame):  # type: ignore[attr-defined]
+            # One frame interval after the last frame, so players that treat BYE as
+            # end of stream have read that frame by then.
+            self._end_stream(pace, frame, "end of stream")
+            log.info("session %s: end of stream after frame %d%s", session.id, frame - 1,
+                     f" ({pace.skipped} frames skipped)" if pace.skipped else "")
+            return None
+        key = (session.media, frame, session.payload_format)
+        share = shares.get(key)
+        if share is None:
+            try:
+                share = shares[key] = FrameShare(self._payloads(session, frame))
+            except MediaError as exc:  # the file changed under us: end the stream cleanly
+                self._end_stream(pace, frame, "media file changed")
+                log.warning("session %s: stream ended: %s", session.id, exc)
+                return None
+        return share
 
     def _end_stream(self, pace: _Pace, frame: int, reason: str) -> None:
         """Back to READY; standard clients get an RTCP BYE (called inside the session's guard)."""
@@ -874,15 +933,6 @@ class PacingScheduler:
             pace.sink.send_rtcp(rtcp_bye(session, self.wallclock(), timestamp, reason))
         if session.stream_ended(pace.generation):
             session.touch(self.clock())  # idle from the end of the stream, not from its PLAY
-
-    def _frame_payloads(self, session: Session, frame: int) -> tuple[bytes, ...]:
-        """:meth:`_payloads`, looked up once per pass for all the sessions sending that frame
-        in that format (and then one sendmmsg plan per payload tuple: _frame_plan)."""
-        key = (id(session.media), frame, session.payload_format)
-        payloads = self._pass_payloads.get(key)
-        if payloads is None:
-            payloads = self._pass_payloads[key] = self._payloads(session, frame)
-        return payloads
 
     def _payloads(self, session: Session, frame: int) -> tuple[bytes, ...]:
         """The frame's payloads, empty when it cannot be sent in the session's format."""
@@ -967,9 +1017,10 @@ class LiveFanout:
             viewers = list(self._viewers.get(channel, ()))
         stale = []
         now = self.clock()  # one reading per frame, for every viewer's report interval
+        shares: dict[PayloadFormat, FrameShare] = {}  # the frame's payloads, by format
         for viewer in viewers:
             try:
-                playing = self._send(viewer, frame, now)
+                playing = self._send(viewer, frame, now, shares)
             except Exception:  # one broken session must not stop everyone's stream
                 log.exception("session %s: live stream stopped by an error", viewer.session.id)
                 self._finish(viewer)
@@ -990,7 +1041,8 @@ class LiveFanout:
                 if current is not None:
                     current[:] = [v for v in current if v not in stale]
 
-    def _send(self, viewer: _Viewer, frame, now: float) -> bool:
+    def _send(self, viewer: _Viewer, frame, now: float,
+              shares: dict[PayloadFormat, FrameShare]) -> bool:
         session, sink = viewer.session, viewer.sink
         with session.guard:
             if session.generation != viewer.generation or session.state is not SessionState.PLAYING:
@@ -1000,14 +1052,17 @@ class LiveFanout:
                 # The frame's capture time and its RTP time: players measure latency from it.
                 sink.send_rtcp(rtcp_sender_report(session, frame.capture_time, timestamp))
                 viewer.last_report = now
-            if session.payload_format is PayloadFormat.RAW_JPEG:
-                payloads = frame.raw_payload()
-            elif session.payload_format is PayloadFormat.JPEG:
-                payloads = (frame.jpeg,)  # a browser shows any JPEG as it came
-            else:
-                payloads = frame.rtp_payloads(self.max_payload)
+            share = shares.get(session.payload_format)
+            if share is None:
+                if session.payload_format is PayloadFormat.RAW_JPEG:
+                    payloads = frame.raw_payload()
+                elif session.payload_format is PayloadFormat.JPEG:
+                    payloads = (frame.jpeg,)  # a browser shows any JPEG as it came
+                else:
+                    payloads = frame.rtp_payloads(self.max_payload)
+                share = shares[session.payload_format] = FrameShare(payloads)
             session.position = frame.number + 1
-            if not payloads:
+            if not share.count:
                 if not viewer.skipped:
                     log.warning("session %s: live frame %d cannot be sent in its format "
                                 "(%s): skipped, as are any others", session.id, frame.number,
@@ -1017,7 +1072,7 @@ class LiveFanout:
                 viewer.skipped += 1
                 self.skipped_frames += 1
                 return True
-            send_frame(session, sink, payloads, timestamp, self._batch())
+            send_frame(session, sink, share, timestamp, self._batch())
             return True
 
     def live_ended(self, channel: object, reason: str) -> None:

@@ -25,8 +25,8 @@ from mjpeg_rtsp.session import (
     TransportChoice,
 )
 from mjpeg_rtsp.streaming import (
-    PLAY_ALIGNMENT,
     ConnectionWriter,
+    FrameShare,
     InterleavedSink,
     PacingScheduler,
     UdpBatch,
@@ -108,10 +108,10 @@ def test_a_batch_sends_what_the_plain_path_sends_byte_for_byte(gso):
             b.ssrc, b.next_seq = a.ssrc, a.next_seq = random.getrandbits(32), 65500
         for number, payloads in enumerate(FRAMES):
             for session, sink in zip(plain, sinks, strict=True):
-                send_frame(session, sink, payloads, 3000 * number)
+                send_frame(session, sink, FrameShare(payloads), 3000 * number)
             expected = [drain(s) for s in socks]
             for session, sink in zip(batched, sinks, strict=True):
-                send_frame(session, sink, payloads, 3000 * number, batch)
+                send_frame(session, sink, FrameShare(payloads), 3000 * number, batch)
             assert all(drain(s) == [] for s in socks)  # nothing goes before the flush
             batch.flush()
             got = [drain(s) for s in socks]
@@ -177,7 +177,7 @@ def test_a_message_failing_alone_costs_only_its_own_session():
                  UdpSink(sender, sender, other.getsockname(), None, False)]
         sessions = [make_session() for _ in sinks]
         for session, sink in zip(sessions, sinks, strict=True):
-            send_frame(session, sink, FRAMES[1], 0, batch)
+            send_frame(session, sink, FrameShare(FRAMES[1]), 0, batch)
         batch.flush()
         assert len(drain(good)) == len(drain(other)) == len(FRAMES[1])
         assert sessions[1].packets_dropped == len(FRAMES[1]) and bad_sink.errors >= 1
@@ -246,7 +246,7 @@ def test_batched_and_plain_servers_deliver_the_same_streams(server_factory):
             assert stream == reference, key
 
 
-def test_a_new_session_sends_at_once_then_falls_on_the_deadlines_of_others():
+def test_a_new_session_sends_at_once_then_falls_on_the_grid_of_its_rate():
     fps = 30.0
     now = [100.0]
     scheduler = PacingScheduler(1400, clock=lambda: now[0])
@@ -257,21 +257,22 @@ def test_a_new_session_sends_at_once_then_falls_on_the_deadlines_of_others():
     now[0] += 0.2 / fps
     scheduler.play(near, sink)  # type: ignore[arg-type]
     scheduler.play(other_rate, sink)  # type: ignore[arg-type]
-    now[0] = 100.0 + 0.5 / fps
+    now[0] = 100.0 + 7.4 / fps
     scheduler.play(far, sink)  # type: ignore[arg-type]
     entries = {pace.session: (deadline, pace) for deadline, _, pace in scheduler._heap}
     # Every first frame is due at its PLAY.
     assert [entries[s][0] for s in (first, near, other_rate, far)] == \
-        [100.0, 100.0 + 0.2 / fps, 100.0 + 0.2 / fps, 100.0 + 0.5 / fps]
-    # The second frame of "near" is due with the second of "first": same deadlines from then on.
-    pace = entries[near][1]
-    assert pace.first_frame == near.position + 1
-    assert abs(pace.start - (100.0 + 1 / fps)) < 1e-9
-    # Half a frame from any grid, or another rate: a schedule of its own, from its PLAY.
-    assert PLAY_ALIGNMENT < 0.5
-    for session in (far, other_rate):
-        assert (entries[session][1].start, entries[session][1].first_frame) == \
-            (entries[session][0], session.position)
+        [100.0, 100.0 + 0.2 / fps, 100.0 + 0.2 / fps, 100.0 + 7.4 / fps]
+    # The second frame of each is due on the grid of the first session at its rate, at the
+    # grid point nearest one interval after its PLAY (0.8 and 0.4 intervals later here).
+    for session, second in ((first, 100.0 + 1 / fps), (near, 100.0 + 1 / fps),
+                            (far, 100.0 + 8 / fps)):
+        pace = entries[session][1]
+        assert pace.first_frame == session.position + 1
+        assert abs(pace.start - second) < 1e-9, session
+    # Another rate: a grid of its own, from its PLAY.
+    pace = entries[other_rate][1]
+    assert abs(pace.start - (100.0 + 0.2 / fps + 1 / 25)) < 1e-9
 
 
 # --- interleaved ------------------------------------------------------------------------------
@@ -305,7 +306,7 @@ def test_interleaved_frames_and_replies_arrive_byte_for_byte_in_order(timeout):
         expected = b""
         for number, payloads in enumerate(FRAMES[:4]):
             seq = session.next_seq
-            send_frame(session, sink, payloads, 90 * number)
+            send_frame(session, sink, FrameShare(payloads), 90 * number)
             expected += interleaved_bytes(2, pack_headers(len(payloads), PT_JPEG, seq,
                                                           90 * number, session.ssrc), payloads)
             reply = f"RTSP/1.0 200 OK\r\nCSeq: {number}\r\n\r\n".encode()
@@ -358,7 +359,7 @@ def test_a_stalled_reader_loses_its_own_frames_and_delays_nobody():
         for number in range(frames):  # 57 KB frames at 200 fps to each, as the scheduler would
             for session, sink in zip(sessions, sinks, strict=True):
                 started = time.monotonic()
-                send_frame(session, sink, FRAMES[0], number)
+                send_frame(session, sink, FrameShare(FRAMES[0]), number)
                 longest = max(longest, time.monotonic() - started)
             time.sleep(0.005)
         assert longest < 0.1  # no send waited for a reader
