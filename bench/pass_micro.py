@@ -93,7 +93,7 @@ class Rig:
             for pace in self.paces:
                 if pace.session.position >= frames - 1:
                     pace.session.position = 0
-            due = [(0.0, pace) for pace in self.paces]
+            due = [(pace.order, 0.0, pace) for pace in self.paces]
             start = time.thread_time()
             self.scheduler._send_pass(due)
             spent += time.thread_time() - start

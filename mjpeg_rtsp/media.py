@@ -47,7 +47,7 @@ _READ_CHUNK = 4 << 20
 EAGER_INDEX_BYTES = 64 << 20
 LAZY_FIRST_BYTES = 1 << 20
 LAZY_AHEAD_FRAMES = 8
-# A missing frame's RFC 2435 payloads are made with those of the frames after it (already
+# How many frames' RFC 2435 payloads a sender makes at a time when it reads ahead (already
 # indexed, not cached yet), from one read: a server thread wakes once per frame with cold
 # caches, and packetizing the next frames while they are warm costs a fraction of doing
 # each in its own wake-up (bench/pass_micro.py --gap).
@@ -434,12 +434,14 @@ class MjpegFile:
                 f"{self.name} changed on disk since it was set up; TEARDOWN and set it up again"
             )
 
-    def rtp_payloads(self, number: int, max_payload: int) -> tuple[bytes, ...]:
+    def rtp_payloads(self, number: int, max_payload: int, ahead: int = 1) -> tuple[bytes, ...]:
         """RFC 2435 payloads of frame ``number``, re-encoding frames RFC 2435 cannot carry.
+        When they are not cached, those of the ``ahead - 1`` indexed frames after it that
+        are not either are made and cached with them, from one read.
 
         Empty for a frame that cannot be sent (too large or impossible to re-encode).
         """
-        return self._cached(("rfc2435", number, max_payload), self._make_payloads_ahead)
+        return self._cached(("rfc2435", number, max_payload), self._make_payloads_ahead, ahead)
 
     def raw_payload(self, number: int) -> tuple[bytes, ...]:
         """The whole JPEG in one payload (the textbook dialect); empty when it is too large
@@ -476,7 +478,7 @@ class MjpegFile:
             f"{MAX_REENCODE_PIXELS} pixels"
         )
 
-    def _cached(self, key: tuple, make) -> tuple[bytes, ...]:
+    def _cached(self, key: tuple, make, *args: object) -> tuple[bytes, ...]:
         if self.changed:
             raise MediaChangedError(f"{self.name} changed on disk while being served")
         with self._lock:
@@ -484,7 +486,7 @@ class MjpegFile:
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
-        value = make(key)
+        value = make(key, *args)
         self._store(key, value)
         return value
 
@@ -498,13 +500,13 @@ class MjpegFile:
                     _, old = self._cache.popitem(last=False)
                     self._cache_bytes -= sum(map(len, old))
 
-    def _make_payloads_ahead(self, key: tuple) -> tuple[bytes, ...]:
+    def _make_payloads_ahead(self, key: tuple, ahead: int) -> tuple[bytes, ...]:
         """Frame ``key``'s payloads, and those of the indexed frames after it that are not
-        cached (READ_AHEAD_FRAMES in all, the ones after it cached here)."""
+        cached (``ahead`` in all, the ones after it cached here)."""
         kind, number, max_payload = key
         end = number + 1
         with self._lock:
-            while end < min(number + READ_AHEAD_FRAMES, self.index.frame_count) and \
+            while end < min(number + ahead, self.index.frame_count) and \
                     (kind, end, max_payload) not in self._cache:
                 end += 1
         jpegs = self._read_frames(number, end)

@@ -6,10 +6,14 @@ the ``mmsghdr`` array, and after it each added frame's RTP headers and ``iovec``
 Payloads are not copied: iovecs point into the (immutable, cached) payload ``bytes`` of
 the frame. A frame's layout (which packets form which message, payload addresses and
 lengths, the UDP_SEGMENT control block per message) is worked out once per payload tuple
-(:func:`frame_plan`, shared by every session sending that frame); adding a session's frame
-is then three big-integer sums written into the arena, whatever the number of packets.
-:meth:`DatagramBatch.send` makes one ``sendmmsg`` call (more only after a message failed
-on its own), and says per added frame how many packets did not go.
+(:class:`FramePlan`, shared by every session sending that frame). Adding a session's frame
+only queues it with the others of its plan; :meth:`DatagramBatch.send` then writes each
+plan's group whole, with C-speed operations whatever the number of sessions: their headers
+and addresses joined, the plan's iovec and mmsghdr templates repeated, and the addresses
+that differ per session (header iovecs, message names, message iovecs: arithmetic
+progressions, as the group's blocks lie back to back) written as strided columns of machine
+words. It makes one ``sendmmsg`` call (more only after a message failed on its own), and
+says per added frame how many packets did not go.
 
 Linux only (CPython on a 64-bit or 32-bit ABI whose layouts are checked at import).
 Anything missing (ctypes, libc's sendmmsg, a layout that does not match) makes
@@ -26,6 +30,7 @@ import logging
 import socket
 import struct
 import sys
+from array import array
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +39,6 @@ SOL_UDP = 17
 UDP_SEGMENT = 103
 MAX_MESSAGES = 1024  # UIO_MAXIOV: the most messages one sendmmsg takes
 ARENA_BYTES = 1 << 20  # headers + iovecs of one pass; a fuller pass is sent in parts
-_BYTEORDER = sys.byteorder
 
 
 class _IoVec(ctypes.Structure):
@@ -180,49 +184,63 @@ def _mm_struct(messages: int) -> struct.Struct:
     return struct.Struct("@" + _MM_FORMAT * messages)
 
 
-@functools.lru_cache(maxsize=256)
-def _header_mask(count: int) -> int:
-    """1 in each header iovec's base: adds the address of a frame's header block."""
-    return int.from_bytes(_iov_struct(2 * count).pack(*(1, 0, 0, 0) * count), _BYTEORDER)
+# The arena seen as machine words (unsigned long: the size of a pointer and of size_t on
+# Linux's ABIs), and where the per-destination fields sit in those of an iovec and mmsghdr.
+_WORD = ctypes.sizeof(ctypes.c_ulong)
+_IOV_WORDS = IOV_SIZE // _WORD
+_MM_WORDS = MMSG_SIZE // _WORD
+_MM_NAME = _MsgHdr.name.offset // _WORD
+_MM_IOV = _MsgHdr.iov.offset // _WORD
+_WORDS_OK = (_WORD == _PTR == ctypes.sizeof(ctypes.c_size_t) and IOV_SIZE % _WORD == 0
+             and MMSG_SIZE % _WORD == 0 and _MsgHdr.name.offset % _WORD == 0
+             and _MsgHdr.iov.offset % _WORD == 0)
+if not _WORDS_OK:
+    _sendmmsg, _unavailable_reason = None, "iovec/mmsghdr fields are not word-aligned here"
 
 
-@functools.lru_cache(maxsize=256)
-def _mm_masks(messages: int) -> tuple[int, int, int]:
-    """1 in each message's name, namelen and iov fields: add a destination and iovecs."""
-    pack = _mm_struct(messages).pack
-    return (int.from_bytes(pack(*(1, 0, 0, 0, 0, 0, 0, 0) * messages), _BYTEORDER),
-            int.from_bytes(pack(*(0, 1, 0, 0, 0, 0, 0, 0) * messages), _BYTEORDER),
-            int.from_bytes(pack(*(0, 0, 1, 0, 0, 0, 0, 0) * messages), _BYTEORDER))
+def _align(offset: int) -> int:
+    return (offset + _WORD - 1) // _WORD * _WORD
 
 
 class FramePlan:
     """One frame's messages for any session: which packets go in which message and the
     templates of its iovecs and mmsghdrs, to which a session adds its own addresses."""
 
-    __slots__ = ("payloads", "count", "messages", "packets", "iov_template", "iov_header_mask",
-                 "mm_template", "mm_name_mask", "mm_namelen_mask", "mm_iov_mask", "header_bytes")
+    __slots__ = ("payloads", "count", "messages", "packets", "header_size", "iov_template",
+                 "message_iovs", "_mm_templates")
 
     def __init__(self, payloads: tuple[bytes, ...], layout: tuple[tuple[int, int, int], ...],
                  header_size: int) -> None:
         self.payloads = payloads  # kept alive: iovecs point into them
         self.count = n = len(payloads)
-        self.header_bytes = (header_size * n + 7) & ~7  # iovecs after it stay aligned
-        # Header iovecs at offsets into the session's block (its address added per session).
+        self.header_size = header_size
+        # Header iovecs' bases are left 0: written per session by DatagramBatch.send.
         fields = []
-        for i, payload in enumerate(payloads):
-            fields += (header_size * i, header_size, address_of(payload), len(payload))
-        self.iov_template = int.from_bytes(_iov_struct(2 * n).pack(*fields), _BYTEORDER)
-        self.iov_header_mask = _header_mask(n)
-        fields = []
+        for payload in payloads:
+            fields += (0, header_size, address_of(payload), len(payload))
+        self.iov_template = _iov_struct(2 * n).pack(*fields)
+        self.messages = len(layout)
+        self.packets = tuple(end - first for first, end, _ in layout)
+        # Each message's first iovec, from the start of the session's iovecs.
+        self.message_iovs = tuple(IOV_SIZE * 2 * first for first, _, _ in layout)
+        layout_fields = []
         for first, end, size in layout:
             control, control_size = (_segment_control(size)[1], _CMSG_SPACE_U16) \
                 if end - first > 1 else (0, 0)
-            fields += (0, 0, IOV_SIZE * 2 * first, 2 * (end - first), control, control_size,
-                       0, 0)
-        self.messages = m = len(layout)
-        self.packets = tuple(end - first for first, end, _ in layout)
-        self.mm_template = int.from_bytes(_mm_struct(m).pack(*fields), _BYTEORDER)
-        self.mm_name_mask, self.mm_namelen_mask, self.mm_iov_mask = _mm_masks(m)
+            layout_fields.append((2 * (end - first), control, control_size))
+        self._mm_templates: dict[int, bytes] = {}
+        self._mm_templates[0] = _mm_struct(self.messages).pack(
+            *(v for iovlen, control, size in layout_fields
+              for v in (0, 0, 0, iovlen, control, size, 0, 0)))
+
+    def mm_template(self, namelen: int) -> bytes:
+        """The frame's mmsghdrs with ``namelen``; names and iovecs left 0 (per session)."""
+        template = self._mm_templates.get(namelen)
+        if template is None:
+            fields = list(_mm_struct(self.messages).unpack(self._mm_templates[0]))
+            fields[1::8] = [namelen] * self.messages
+            template = self._mm_templates[namelen] = _mm_struct(self.messages).pack(*fields)
+        return template
 
 
 class DatagramBatch:
@@ -234,48 +252,84 @@ class DatagramBatch:
     def __init__(self, sock: socket.socket, arena_bytes: int = ARENA_BYTES) -> None:
         self.sock = sock
         self._mm_bytes = MAX_MESSAGES * MMSG_SIZE
-        self._arena = bytearray(self._mm_bytes + arena_bytes)
-        self._view = memoryview(self._arena)
+        self._arena = bytearray(self._mm_bytes + arena_bytes + _WORD)
         self._c_arena = (ctypes.c_char * len(self._arena)).from_buffer(self._arena)
-        self._base = ctypes.addressof(self._c_arena)
-        self._entries: list[tuple[object, int, FramePlan]] = []
-        self._keep: list[bytes] = []  # the sockaddrs in use, alive until the call returns
+        address = ctypes.addressof(self._c_arena)
+        skip = _align(address) - address  # words of the arena on word boundaries
+        self._view = memoryview(self._arena)[skip:skip + self._mm_bytes + arena_bytes]
+        self._words = self._view.cast("L")
+        self._base = address + skip
+        self._capacity = arena_bytes  # for headers, addresses and iovecs
+        # Frames queued, by (plan, address length): their tokens, addresses and headers.
+        self._groups: dict[tuple[FramePlan, int], tuple[list, list, list]] = {}
         self._messages = 0
-        self._data = self._mm_bytes
+        self._bytes = 0  # of the capacity they need
         self.calls = 0  # sendmmsg system calls made
         self.datagrams = 0  # datagrams they carried (GSO batches counted by their segments)
+        self.frames = 0  # frames queued since the last send
 
     def __len__(self) -> int:
-        return len(self._entries)
-
-    def fits(self, plan: FramePlan) -> bool:
-        """Whether ``plan`` fits in an empty batch at all (else: send it the plain way)."""
-        return plan.messages <= MAX_MESSAGES and \
-            plan.header_bytes + plan.count * 2 * IOV_SIZE <= len(self._arena) - self._mm_bytes
+        return self._messages
 
     def add(self, token: object, address: bytes, headers: bytes, plan: FramePlan) -> bool:
         """Queue one frame (``headers``: its packets' headers back to back) to ``address``
         (a packed sockaddr); False when the batch is full (send it, then add again)."""
-        data = self._data
-        iov_at = data + plan.header_bytes
-        end = iov_at + plan.count * 2 * IOV_SIZE
-        if self._messages + plan.messages > MAX_MESSAGES or end > len(self._arena):
+        messages = self._messages + plan.messages
+        needed = self._bytes + _needed(plan, len(headers), len(address))
+        if messages > MAX_MESSAGES or needed > self._capacity:
             return False
-        base = self._base
-        view = self._view
-        view[data:data + len(headers)] = headers
-        view[iov_at:end] = (plan.iov_template + (base + data) * plan.iov_header_mask).to_bytes(
-            end - iov_at, _BYTEORDER)
-        mm_at = self._messages * MMSG_SIZE
-        view[mm_at:mm_at + plan.messages * MMSG_SIZE] = (
-            plan.mm_template + address_of(address) * plan.mm_name_mask
-            + len(address) * plan.mm_namelen_mask + (base + iov_at) * plan.mm_iov_mask
-        ).to_bytes(plan.messages * MMSG_SIZE, _BYTEORDER)
-        self._keep.append(address)
-        self._entries.append((token, self._messages, plan))
-        self._messages += plan.messages
-        self._data = end
+        key = (plan, len(address))
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = ([], [], [])
+        group[0].append(token)
+        group[1].append(address)
+        group[2].append(headers)
+        self._messages, self._bytes = messages, needed
+        self.frames += 1
         return True
+
+    def _write(self) -> list[tuple[list, int, FramePlan]]:
+        """Lay every group out in the arena: (tokens, first message, plan) per group."""
+        view, words, base = self._view, self._words, self._base
+        data = self._mm_bytes
+        message = 0
+        placed = []
+        for (plan, namelen), (tokens, addresses, headers) in self._groups.items():
+            sessions = len(tokens)
+            block = b"".join(headers)
+            headers_at = data
+            view[data:data + len(block)] = block
+            data = _align(data + len(block))
+            block = b"".join(addresses)
+            names_at = data
+            view[data:data + len(block)] = block
+            data = _align(data + len(block))
+            iovecs = 2 * plan.count  # per session
+            iov_at = data
+            end = data + iovecs * IOV_SIZE * sessions
+            view[iov_at:end] = plan.iov_template * sessions
+            first = iov_at // _WORD
+            step = plan.header_size
+            words[first:first + iovecs * _IOV_WORDS * sessions:2 * _IOV_WORDS] = array(
+                "L", range(base + headers_at, base + headers_at + step * plan.count * sessions,
+                           step))
+            data = end
+            mm_at = message * MMSG_SIZE
+            m = plan.messages
+            view[mm_at:mm_at + m * MMSG_SIZE * sessions] = plan.mm_template(namelen) * sessions
+            stride = m * _MM_WORDS
+            for k, offset in enumerate(plan.message_iovs):
+                first = mm_at // _WORD + k * _MM_WORDS
+                last = first + stride * sessions
+                words[first + _MM_NAME:last:stride] = array(
+                    "L", range(base + names_at, base + names_at + namelen * sessions, namelen))
+                start = base + iov_at + offset
+                words[first + _MM_IOV:last:stride] = array(
+                    "L", range(start, start + iovecs * IOV_SIZE * sessions, iovecs * IOV_SIZE))
+            placed.append((tokens, message, plan))
+            message += m * sessions
+        return placed
 
     def send(self) -> list[tuple[object, int, int, int, bool]]:
         """Send everything queued; for each added frame whose packets did not all go:
@@ -286,7 +340,10 @@ class DatagramBatch:
         that fails on its own (a bad route, GSO refused) is dropped and the call goes on
         after it, so each further call moves past at least one message.
         """
-        count, entries = self._messages, self._entries
+        if not self._messages:
+            return []
+        placed = self._write()
+        count = self._messages
         failed: dict[int, int] = {}
         position = 0
         fd = self.sock.fileno()
@@ -306,27 +363,36 @@ class DatagramBatch:
                 break  # full: the rest of the pass is dropped
             failed[position] = error
             position += 1
+        self._groups = {}
+        self._messages = self._bytes = self.frames = 0
         result = []
-        for token, first, plan in entries:
-            if first + plan.messages <= position and not failed:
-                self.datagrams += plan.count
+        for tokens, first, plan in placed:
+            m = plan.messages
+            if first + m * len(tokens) <= position and not failed:
+                self.datagrams += plan.count * len(tokens)
                 continue
-            dropped, first_error, segmented = 0, 0, False
-            for m, packets in enumerate(plan.packets, first):
-                if m >= position:
-                    dropped += packets
-                elif m in failed:
-                    dropped += packets
-                    if not first_error:
-                        first_error, segmented = failed[m], packets > 1
-            self.datagrams += plan.count - dropped
-            if dropped:
-                result.append((token, dropped, plan.count, first_error, segmented))
-        self._entries, self._keep = [], []
-        self._messages, self._data = 0, self._mm_bytes
+            for token in tokens:
+                dropped, first_error, segmented = 0, 0, False
+                for index, packets in enumerate(plan.packets, first):
+                    if index >= position:
+                        dropped += packets
+                    elif index in failed:
+                        dropped += packets
+                        if not first_error:
+                            first_error, segmented = failed[index], packets > 1
+                self.datagrams += plan.count - dropped
+                if dropped:
+                    result.append((token, dropped, plan.count, first_error, segmented))
+                first += m
         return result
 
     def close(self) -> None:
-        self._entries, self._keep = [], []
-        del self._c_arena
+        self._groups = {}
+        self._words.release()
         self._view.release()
+        del self._c_arena
+
+
+def _needed(plan: FramePlan, header_bytes: int, namelen: int) -> int:
+    """Arena bytes one more frame of ``plan`` may take (alignment of its group included)."""
+    return header_bytes + namelen + plan.count * 2 * IOV_SIZE + 2 * _WORD

@@ -41,7 +41,7 @@ from typing import Protocol
 from . import sendmmsg
 from .ingest import RtpJpegIngest
 from .live import LivePaths
-from .media import MediaError
+from .media import READ_AHEAD_FRAMES, MediaError
 from .metrics import SessionTotals
 from .ports import Selector, bind_rtp_pair
 from .rtcp import (
@@ -91,8 +91,9 @@ class MediaSource(Protocol):
     @property
     def frame_count(self) -> int: ...
 
-    def rtp_payloads(self, number: int, max_payload: int) -> tuple[bytes, ...]:
-        """RFC 2435 payloads of frame ``number``; empty when it cannot be carried."""
+    def rtp_payloads(self, number: int, max_payload: int, ahead: int = 1) -> tuple[bytes, ...]:
+        """RFC 2435 payloads of frame ``number`` (made with the next ``ahead - 1`` if not
+        cached); empty when it cannot be carried."""
         ...
 
     def raw_payload(self, number: int) -> tuple[bytes, ...]:
@@ -269,13 +270,14 @@ class FrameShare:
     packet count, the octets, and the sendmmsg plans (worked out at first use). Made once
     per frame per pass (files) or per frame (live), not once per session."""
 
-    __slots__ = ("payloads", "count", "octets", "_plans")
+    __slots__ = ("payloads", "count", "octets", "_plans", "last")
 
     def __init__(self, payloads: tuple[bytes, ...]) -> None:
         self.payloads = payloads
         self.count = len(payloads)
         self.octets = sum(map(len, payloads))
         self._plans: list = [False, False]  # by GSO on; False: not worked out yet
+        self.last = False  # the last frame made ahead: the next ones are made after it goes
 
     def plan(self, gso: bool) -> sendmmsg.FramePlan | None:
         """The sendmmsg plan for sinks with segmentation offload ``gso`` (None: not batchable)."""
@@ -301,22 +303,25 @@ class UdpBatch:
     def add(self, session: Session, sink: UdpSink, headers: bytes, share: FrameShare) -> bool:
         """Queue one frame (``headers``: its packets' headers back to back); False when it
         must go the sink's own way (no packed address, payloads not bytes, too large)."""
-        if sink.sockaddr is None:
+        address = sink.sockaddr
+        if address is None:
             return False
         plan = share.plan(sink.gso)
-        if plan is None or not self._batch.fits(plan):
+        if plan is None:
             return False
         token = (session, sink)
-        if not self._batch.add(token, sink.sockaddr, headers, plan):
+        if not self._batch.add(token, address, headers, plan):
+            if not len(self._batch):
+                return False  # too large for any batch
             self._send()  # full: this part of the pass goes now
-            self._batch.add(token, sink.sockaddr, headers, plan)
-        SEND_COUNTERS.udp_frames += 1
+            return self.add(session, sink, headers, share)
         return True
 
     def _send(self) -> None:
-        calls = self._batch.calls
+        calls, frames = self._batch.calls, self._batch.frames
         self._dropped += self._batch.send()
         SEND_COUNTERS.udp_sendmmsg += self._batch.calls - calls
+        SEND_COUNTERS.udp_frames += frames
 
     def flush(self) -> None:
         """Send what is queued and count what did not go on its sessions."""
@@ -718,10 +723,6 @@ class _Pace:
         self.reports = self.session.uses_rtcp
 
 
-def _pass_order(entry: tuple[float, _Pace]) -> int:
-    return entry[1].order
-
-
 # Sessions due within this long after the earliest go out in the same pass: one wake-up,
 # one sendmmsg and one payload look-up per frame for all of them. Their deadlines stay those
 # of their frame numbers (no drift); a session sent this much early is early by the same
@@ -739,6 +740,10 @@ PASS_QUANTUM = 0.001
 # from the new anchor.
 
 
+# Frames' shares the scheduler keeps: several files' read-ahead windows for many sessions.
+SHARES_KEPT = 512
+
+
 class PacingScheduler:
     """One thread that sends every playing session's frames on time."""
 
@@ -750,7 +755,7 @@ class PacingScheduler:
     ) -> None:
         self.max_payload = max_payload
         self.clock, self.wallclock = clock, wallclock
-        self._heap: list[tuple[float, int, _Pace]] = []
+        self._heap: list[tuple[float, int, _Pace]] = []  # (deadline, its pace's order, pace)
         self._counter = itertools.count()
         self._lock = threading.Lock()  # the heap and _running
         # Released to wake the thread before its next deadline (a new PLAY, stop): a bare
@@ -760,6 +765,10 @@ class PacingScheduler:
         self._running = False
         self._thread: threading.Thread | None = None
         self._grids: dict[float, float] = {}  # frame rate -> one deadline on its grid
+        # Frames' shares made ahead, by (media, frame, format), oldest first; used by the
+        # pacing thread only, and emptied whenever nothing plays (no media kept open).
+        self._shares: dict[tuple, FrameShare] = {}
+        self._ahead: list[tuple[_Pace, int]] = []  # (pace, frame): shares to make after a pass
         self.late_frames = 0
         self.skipped_frames = 0
         self.batch: UdpBatch | None = None  # set by the Streamer where sendmmsg works
@@ -797,7 +806,7 @@ class PacingScheduler:
             # The second frame on the grid point nearest one interval from now.
             pace.start = anchor + round((now + 1 / fps - anchor) * fps) / fps
             pace.first_frame += 1
-            heapq.heappush(self._heap, (now, next(self._counter), pace))
+            heapq.heappush(self._heap, (now, pace.order, pace))
         self._wake()
 
     def _run(self) -> None:
@@ -807,9 +816,9 @@ class PacingScheduler:
                 return
             self._send_pass(due_now)
 
-    def _next_pass(self) -> list[tuple[float, _Pace]] | None:
+    def _next_pass(self) -> list[tuple[int, float, _Pace]] | None:
         """Wait for the earliest deadline; everything due by then and within PASS_QUANTUM
-        after it (None once stopped)."""
+        after it, as (order, deadline, pace) (None once stopped)."""
         while True:
             with self._lock:
                 if not self._running:
@@ -819,55 +828,58 @@ class PacingScheduler:
                     horizon = self.clock() + PASS_QUANTUM
                     due_now = []
                     while self._heap and self._heap[0][0] <= horizon:
-                        deadline, _, pace = heapq.heappop(self._heap)
-                        due_now.append((deadline, pace))
+                        deadline, order, pace = heapq.heappop(self._heap)
+                        due_now.append((order, deadline, pace))
                     return due_now
+            if delay is None:
+                self._shares.clear()
             # Woken early (released) or at the deadline: look again either way.
             self._alarm.acquire(timeout=-1 if delay is None else delay)
 
-    def _send_pass(self, due_now: list[tuple[float, _Pace]]) -> None:
+    def _send_pass(self, due_now: list[tuple[int, float, _Pace]]) -> None:
         """One pass: sessions watching the same frame go together, in one sendmmsg."""
         self.passes += 1
         # The same order in every pass: each session's datagrams leave at the same point
         # of the pass's burst every frame (its deadlines differ from the others' by
         # rounding only, which must not reorder them and jitter the intervals).
-        due_now.sort(key=_pass_order)
-        shares: dict[tuple, FrameShare] = {}  # (media, frame, format): looked up once a pass
+        due_now.sort()
         now, wallclock = self.clock(), self.wallclock()  # one reading for the whole pass
         following = []
-        for deadline, pace in due_now:
+        for order, deadline, pace in due_now:
             try:
-                due = self._send_frame(pace, deadline, shares, now, wallclock)
+                due = self._send_frame(pace, deadline, now, wallclock)
             except Exception:  # one broken session must not stop everyone's stream
                 log.exception("session %s: stream stopped by an error", pace.session.id)
                 self._finish(pace.session, pace.generation)
                 due = None
             if due is not None:
-                following.append((due, next(self._counter), pace))
+                following.append((due, order, pace))
         if self.batch is not None:
             try:
                 self.batch.flush()  # the whole pass's UDP datagrams, one sendmmsg
             except Exception:  # a bug in the batch must not stop everyone's stream
                 log.exception("batched send failed; sending datagram by datagram")
                 self.batch = None
+        if self._ahead:
+            self._make_ahead()
         if following:
             with self._lock:
                 for entry in following:
                     heapq.heappush(self._heap, entry)
 
-    def _send_frame(self, pace: _Pace, deadline: float, shares: dict[tuple, FrameShare],
-                    now: float, wallclock: float) -> float | None:
+    def _send_frame(self, pace: _Pace, deadline: float, now: float,
+                    wallclock: float) -> float | None:
         """One session's frame of the pass; its next deadline, or None once it has stopped.
-        The per-session path: the pass's first session on a frame looks the frame up."""
+        The per-session path: the frame's share is made ahead (_look_up)."""
         session, sink = pace.session, pace.sink
         with session.guard:
             if session.generation != pace.generation or session.state is not SessionState.PLAYING:
                 return None
             frame = session.position
             stop = session.stop_frame
-            share = shares.get((session.media, frame, session.payload_format))
+            share = self._shares.get((session.media, frame, session.payload_format))
             if share is None or (stop is not None and frame >= stop):
-                share = self._look_up(pace, deadline, shares)
+                share = self._look_up(pace, deadline)
                 if share is None:
                     return None
                 frame = session.position  # a looping viewer may have started again
@@ -891,13 +903,14 @@ class PacingScheduler:
                 self.skipped_frames += 1
                 return next_due
             send_frame(session, sink, share, timestamp, self.batch)
+            if share.last:  # the next frames' shares, once this pass's datagrams are gone
+                self._ahead.append((pace, frame + 1))
             return next_due
 
-    def _look_up(self, pace: _Pace, deadline: float,
-                 shares: dict[tuple, FrameShare]) -> FrameShare | None:
-        """The session's frame, first in its pass (or at its end): a looping viewer starts
-        again, a stream at its end or whose file changed ends (None), else the frame's share,
-        kept for the pass (called inside the session's guard)."""
+    def _look_up(self, pace: _Pace, deadline: float) -> FrameShare | None:
+        """The session's frame when its share is not made yet (or at its end): a looping
+        viewer starts again, a stream at its end or whose file changed ends (None), else
+        the frame's share (called inside the session's guard)."""
         session = pace.session
         frame = session.position
         stop = session.stop_frame
@@ -914,16 +927,61 @@ class PacingScheduler:
             log.info("session %s: end of stream after frame %d%s", session.id, frame - 1,
                      f" ({pace.skipped} frames skipped)" if pace.skipped else "")
             return None
-        key = (session.media, frame, session.payload_format)
-        share = shares.get(key)
+        share = self._shares.get((session.media, frame, session.payload_format))
         if share is None:
             try:
-                share = shares[key] = FrameShare(self._payloads(session, frame))
+                share = self._make_shares(pace, frame, 1)  # the rest after the pass
             except MediaError as exc:  # the file changed under us: end the stream cleanly
                 self._end_stream(pace, frame, "media file changed")
                 log.warning("session %s: stream ended: %s", session.id, exc)
                 return None
         return share
+
+    def _make_shares(self, pace: _Pace, frame: int, count: int) -> FrameShare:
+        """Shares of ``frame`` (indexed) and of the indexed frames after it, ``count`` in
+        all, with their sendmmsg plans for the session's sink: made together while the
+        caches are warm, and kept for every session reaching those frames."""
+        session = pace.session
+        media, payload_format = session.media, session.payload_format
+        gso = getattr(pace.sink, "gso", None) if self.batch is not None else None
+        shares = self._shares
+        made = share = None
+        for number in range(frame, min(frame + count,
+                                       media.frame_count)):  # type: ignore[attr-defined]
+            key = (media, number, payload_format)
+            share = shares.get(key)
+            if share is None:
+                try:
+                    share = FrameShare(self._payloads(session, number, count))
+                except MediaError:
+                    if number == frame:
+                        raise
+                    break  # the frame's own read ends the stream, in its turn
+                if gso is not None:
+                    share.plan(gso)
+                shares[key] = share
+            if made is None:
+                made = share
+        if share is not None:
+            share.last = True
+        while len(shares) > SHARES_KEPT:
+            del shares[next(iter(shares))]  # the oldest
+        return made  # type: ignore[return-value]
+
+    def _make_ahead(self) -> None:
+        """After a pass: the shares of the frames that follow the last ones made ahead."""
+        wanted, self._ahead = self._ahead, []
+        for pace, frame in wanted:
+            session = pace.session
+            if (session.media, frame, session.payload_format) in self._shares:
+                continue  # another session's turn made them
+            try:
+                if session.media.has_frame(frame):  # type: ignore[attr-defined]
+                    self._make_shares(pace, frame, READ_AHEAD_FRAMES)
+            except MediaError:
+                pass  # the frame's own turn ends the stream
+            except Exception:  # never the pass's business: its frames have gone
+                log.exception("session %s: reading ahead failed", session.id)
 
     def _end_stream(self, pace: _Pace, frame: int, reason: str) -> None:
         """Back to READY; standard clients get an RTCP BYE (called inside the session's guard)."""
@@ -934,14 +992,15 @@ class PacingScheduler:
         if session.stream_ended(pace.generation):
             session.touch(self.clock())  # idle from the end of the stream, not from its PLAY
 
-    def _payloads(self, session: Session, frame: int) -> tuple[bytes, ...]:
-        """The frame's payloads, empty when it cannot be sent in the session's format."""
+    def _payloads(self, session: Session, frame: int, ahead: int = 1) -> tuple[bytes, ...]:
+        """The frame's payloads, empty when it cannot be sent in the session's format
+        (RFC 2435 ones made with the next ``ahead - 1`` frames' when not cached)."""
         media = session.media
         if session.payload_format is PayloadFormat.RAW_JPEG:
             return media.raw_payload(frame)  # type: ignore[attr-defined]
         if session.payload_format is PayloadFormat.JPEG:
             return media.jpeg_payload(frame)  # type: ignore[attr-defined]
-        return media.rtp_payloads(frame, self.max_payload)  # type: ignore[attr-defined]
+        return media.rtp_payloads(frame, self.max_payload, ahead)  # type: ignore[attr-defined]
 
     def _finish(self, session: Session, generation: int) -> None:
         with session.guard:
