@@ -34,7 +34,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -76,7 +76,7 @@ class Sink(Protocol):
     its RTSP connection, and (next) HTTP viewers. A send never blocks the fan-out: what
     cannot go now is dropped and counted."""
 
-    def send_rtp(self, headers: list[bytes], payloads: tuple[bytes, ...]) -> int:
+    def send_rtp(self, headers: Sequence[bytes], payloads: tuple[bytes, ...]) -> int:
         """Send one frame's packets (a header per payload); return how many were dropped."""
         ...
 
@@ -195,7 +195,7 @@ class UdpSink:
         # The destination for batched sends (None: this address goes the plain way).
         self.sockaddr = sendmmsg.sockaddr(rtp_socket.family, rtp_address)
 
-    def send_rtp(self, headers: list[bytes], payloads: tuple[bytes, ...]) -> int:
+    def send_rtp(self, headers: Sequence[bytes], payloads: tuple[bytes, ...]) -> int:
         """Send one frame's packets (a header per payload); return how many were dropped."""
         SEND_COUNTERS.udp_frames += 1
         if self.gso and len(payloads) > 1:
@@ -472,10 +472,11 @@ class ConnectionWriter:
         self._lock = threading.Lock()
         self._written = threading.Condition(self._lock)
         self._replies: collections.deque[tuple[int, bytes]] = collections.deque()
-        self._media: collections.deque[list] = collections.deque()
+        self._media: collections.deque[tuple[list, int]] = collections.deque()  # (buffers, bytes)
         self._out: list = []  # buffers handed to the socket in part: finished before others
         self._out_reply = 0  # the last reply (ticket) among them
         self._out_frames = 0  # media frames among them
+        self._out_bytes = 0  # and their bytes
         self._tickets = 0
         self._replies_done = 0
         self._watched = False  # the writer loop is waiting for the socket
@@ -504,17 +505,23 @@ class ConnectionWriter:
             if self._replies_done < ticket:
                 raise OSError("connection closed before the reply was written")
 
-    def send_media(self, data: bytes | list) -> bool:
+    def send_media(self, data: bytes | list, size: int | None = None) -> bool:
         """Queue one frame's worth of ``$`` frames (bytes, or a list of buffers to write back
-        to back); False (and dropped) when the queue is full or the connection gone."""
-        parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
+        to back, of ``size`` bytes in all); False (and dropped) when the queue is full or
+        the connection gone."""
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            parts, size = [data], len(data)
+        else:
+            parts = data
+            if size is None:
+                size = sum(map(len, parts))
         with self._lock:
             if self.closed:
                 return False
             if len(self._media) + self._out_frames > self.max_queued_frames:
                 self.frames_dropped += 1
                 return False
-            self._media.append(parts)
+            self._media.append((parts, size))
             SEND_COUNTERS.tcp_frames += 1
             if not self._watched:
                 self._pump()
@@ -547,25 +554,32 @@ class ConnectionWriter:
         while self._replies:
             self._out_reply, data = self._replies.popleft()
             out.append(data)
-        while self._media and (not out or len(out) + len(self._media[0]) <= IOV_LIMIT):
-            out.extend(self._media.popleft())
+            self._out_bytes += len(data)
+        while self._media and (not out or len(out) + len(self._media[0][0]) <= IOV_LIMIT):
+            parts, size = self._media.popleft()
+            out.extend(parts)
+            self._out_bytes += size
             self._out_frames += 1
         return bool(out)
 
     def _advance(self, sent: int) -> None:
         out = self._out
-        done = 0
-        for part in out:
-            size = len(part)
-            if sent < size:
-                break
-            sent -= size
-            done += 1
-        del out[:done]
-        if out and sent:
-            out[0] = memoryview(out[0])[sent:]
+        if sent == self._out_bytes and len(out) <= IOV_LIMIT:
+            out.clear()  # all of it (the common case): no walk over the buffers
+        else:
+            self._out_bytes -= sent
+            done = 0
+            for part in out:
+                size = len(part)
+                if sent < size:
+                    break
+                sent -= size
+                done += 1
+            del out[:done]
+            if out and sent:
+                out[0] = memoryview(out[0])[sent:]
         if not out:
-            self._out_frames = 0
+            self._out_frames = self._out_bytes = 0
         if not out and self._out_reply > self._replies_done:
             self._replies_done = self._out_reply
             self._written.notify_all()
@@ -585,6 +599,7 @@ class ConnectionWriter:
         self._replies.clear()
         self._media.clear()
         self._out.clear()
+        self._out_bytes = 0
         self._written.notify_all()
 
     def close(self) -> None:
@@ -612,11 +627,16 @@ class InterleavedSink:
         self.writer = writer
         self.rtp_channel, self.rtcp_channel = rtp_channel, rtcp_channel
 
-    def send_rtp(self, headers: list[bytes], payloads: tuple[bytes, ...]) -> int:
-        # Prefix, header and payload as buffers of one sendmsg: nothing joined per session.
+    def send_rtp(self, headers: Sequence[bytes], payloads: tuple[bytes, ...]) -> int:
+        # Prefix, header and payload as buffers of one sendmsg: nothing joined per session,
+        # the list laid out by slice assignments (in C).
         prefixes = _interleaved_prefixes(self.rtp_channel, payloads)
-        parts = list(itertools.chain.from_iterable(zip(prefixes, headers, payloads, strict=True)))
-        return 0 if self.writer.send_media(parts) else len(payloads)
+        parts: list = [b""] * (3 * len(payloads))
+        parts[0::3] = prefixes
+        parts[1::3] = headers
+        parts[2::3] = payloads
+        size = 4 * len(payloads) + RTP_HEADER_SIZE * len(payloads) + sum(map(len, payloads))
+        return 0 if self.writer.send_media(parts, size) else len(payloads)
 
     def send_rtcp(self, data: bytes) -> None:
         self.writer.send_media(format_interleaved(self.rtcp_channel, data))
@@ -637,7 +657,7 @@ class HttpSink:
         self.frames: queue.Queue[bytes] = queue.Queue(depth)
         self.frames_dropped = 0
 
-    def send_rtp(self, headers: list[bytes], payloads: tuple[bytes, ...]) -> int:
+    def send_rtp(self, headers: Sequence[bytes], payloads: tuple[bytes, ...]) -> int:
         try:
             self.frames.put_nowait(payloads[0])
             return 0
@@ -677,9 +697,14 @@ def rtcp_bye(session: Session, wallclock: float, rtp_timestamp: int, reason: str
     )
 
 
-def split_headers(headers: bytes) -> list[bytes]:
-    """Back-to-back 12-byte RTP headers (rtp.pack_headers) as one ``bytes`` each."""
-    return [headers[i:i + RTP_HEADER_SIZE] for i in range(0, len(headers), RTP_HEADER_SIZE)]
+@functools.lru_cache(maxsize=256)
+def _header_splitter(count: int) -> struct.Struct:
+    return struct.Struct(f"{RTP_HEADER_SIZE}s" * count)
+
+
+def split_headers(headers: bytes) -> tuple[bytes, ...]:
+    """Back-to-back 12-byte RTP headers (rtp.pack_headers) as one ``bytes`` each (in C)."""
+    return _header_splitter(len(headers) // RTP_HEADER_SIZE).unpack(headers)
 
 
 def send_frame(session: Session, sink: Sink, share: FrameShare, timestamp: int,
