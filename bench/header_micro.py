@@ -23,6 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pass_micro import drain as drain_all  # noqa: E402
+from pass_micro import receivers as loopback_receivers  # noqa: E402
+
 from mjpeg_rtsp import sendmmsg  # noqa: E402
 from mjpeg_rtsp.rtp import PT_JPEG, pack_header, pack_headers  # noqa: E402
 from mjpeg_rtsp.streaming import (  # noqa: E402
@@ -64,21 +67,10 @@ def send_paths(packets: int, sessions: int) -> None:
     sender.bind(("127.0.0.1", 0))
     sender.setblocking(False)
     sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-    receivers = []
-    for _ in range(sessions):
-        r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        r.bind(("127.0.0.1", 0))
-        r.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        r.setblocking(False)
-        receivers.append(r)
+    receivers = loopback_receivers(sessions)
 
     def drain() -> None:
-        for r in receivers:
-            try:
-                while True:
-                    r.recv(65536)
-            except BlockingIOError:
-                pass
+        drain_all(receivers)
 
     batch = UdpBatch(sender) if sendmmsg.available(sender) else None
     try:
