@@ -4,10 +4,12 @@ Theory of operation: one scheduler thread serves every playing session. Its
 heap holds one entry per playing session, keyed by the absolute time its next
 frame is due: ``start + (frame - first_frame) / fps``. Deadlines are computed
 from the frame number, never accumulated, so a stream cannot drift however
-long it plays. A frame's payloads come from the file's shared cache (built once
-for all sessions), only the 12-byte RTP header is made per session.
+long it plays. A frame's payloads come from the file's shared cache, and its
+``FrameShare`` (payloads, sendmmsg plans) is made ahead once for all sessions;
+only the 12-byte RTP headers are made per session.
 
-Sessions due within ``PASS_QUANTUM`` share one pass (one wake-up); a pass's
+Every session at a frame rate is on that rate's one grid of deadlines, so they
+share one pass (one wake-up) per frame interval (``PASS_QUANTUM``); a pass's
 UDP datagrams for all its sessions go out in one ``sendmmsg`` (``UdpBatch``,
 where the kernel and ctypes allow; else a sendmsg per segmentation-offload batch
 or datagram), each session's headers written as one block per frame.
