@@ -77,18 +77,17 @@ def send_paths(packets: int, sessions: int) -> None:
         for gso in (True, False) if gso_supported(sender) else (False,):
             sinks = [UdpSink(sender, sender, r.getsockname(), None, gso) for r in receivers]
 
-            def plain(sinks: list = sinks) -> None:
+            share = FrameShare(payloads)
+
+            def plain(sinks: list = sinks, share: FrameShare = share) -> None:
                 for sink in sinks:
                     h = pack_header  # the old path: a header object per packet
                     sink.send_rtp([h(PT_JPEG, i, 0, 1, i == packets - 1) for i in range(packets)],
-                                  payloads)
+                                  share)
 
-            def plain_new_headers(sinks: list = sinks) -> None:
+            def plain_new_headers(sinks: list = sinks, share: FrameShare = share) -> None:
                 for sink in sinks:
-                    sink.send_rtp(split_headers(pack_headers(packets, PT_JPEG, 0, 0, 1)),
-                                  payloads)
-
-            share = FrameShare(payloads)
+                    sink.send_rtp(split_headers(pack_headers(packets, PT_JPEG, 0, 0, 1)), share)
 
             def batched(sinks: list = sinks, share: FrameShare = share) -> None:
                 for sink in sinks:

@@ -510,9 +510,9 @@ class MjpegFile:
                     (kind, end, max_payload) not in self._cache:
                 end += 1
         jpegs = self._read_frames(number, end)
-        for ahead in range(number + 1, end):
-            self._store((kind, ahead, max_payload),
-                        self._make_payloads((kind, ahead, max_payload), jpegs[ahead - number]))
+        for later in range(number + 1, end):
+            self._store((kind, later, max_payload),
+                        self._make_payloads((kind, later, max_payload), jpegs[later - number]))
         return self._make_payloads(key, jpegs[0])
 
     def _make_payloads(self, key: tuple, jpeg: bytes) -> tuple[bytes, ...]:

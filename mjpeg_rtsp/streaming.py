@@ -78,8 +78,9 @@ class Sink(Protocol):
     its RTSP connection, and (next) HTTP viewers. A send never blocks the fan-out: what
     cannot go now is dropped and counted."""
 
-    def send_rtp(self, headers: Sequence[bytes], payloads: tuple[bytes, ...]) -> int:
-        """Send one frame's packets (a header per payload); return how many were dropped."""
+    def send_rtp(self, headers: Sequence[bytes], share: FrameShare) -> int:
+        """Send one frame's packets (a header per payload of ``share``); return how many
+        were dropped."""
         ...
 
     def send_rtcp(self, data: bytes) -> None: ...
@@ -197,8 +198,9 @@ class UdpSink:
         # The destination for batched sends (None: this address goes the plain way).
         self.sockaddr = sendmmsg.sockaddr(rtp_socket.family, rtp_address)
 
-    def send_rtp(self, headers: Sequence[bytes], payloads: tuple[bytes, ...]) -> int:
+    def send_rtp(self, headers: Sequence[bytes], share: FrameShare) -> int:
         """Send one frame's packets (a header per payload); return how many were dropped."""
+        payloads = share.payloads
         SEND_COUNTERS.udp_frames += 1
         if self.gso and len(payloads) > 1:
             return self._send_segmented(headers, payloads)
@@ -257,10 +259,9 @@ def _plain_layout(payloads: tuple[bytes, ...]) -> tuple[tuple[int, int, int], ..
     return tuple((i, i + 1, RTP_HEADER_SIZE + len(p)) for i, p in enumerate(payloads))
 
 
-@functools.lru_cache(maxsize=128)
 def _frame_plan(payloads: tuple[bytes, ...], gso: bool) -> sendmmsg.FramePlan | None:
     """A frame's sendmmsg messages (segmentation-offload batches, or one per datagram),
-    worked out once for all the sessions sending that payload tuple."""
+    worked out once for all the sessions sending that payload tuple (FrameShare.plan)."""
     if not all(type(p) is bytes for p in payloads):
         return None  # iovecs point into immutable bytes only
     layout = gso_layout(payloads) if gso and len(payloads) > 1 else _plain_layout(payloads)
@@ -269,16 +270,18 @@ def _frame_plan(payloads: tuple[bytes, ...], gso: bool) -> sendmmsg.FramePlan | 
 
 class FrameShare:
     """One frame's payloads in one format, and what every session sending them shares: the
-    packet count, the octets, and the sendmmsg plans (worked out at first use). Made once
-    per frame per pass (files) or per frame (live), not once per session."""
+    packet count, the octets, the sendmmsg plans and interleaved prefixes (worked out at
+    first use). Made once per frame, not once per session: by the scheduler ahead of the
+    playing position (files), by the fan-out per format (live)."""
 
-    __slots__ = ("payloads", "count", "octets", "_plans", "last")
+    __slots__ = ("payloads", "count", "octets", "_plans", "_prefixes", "last")
 
     def __init__(self, payloads: tuple[bytes, ...]) -> None:
         self.payloads = payloads
         self.count = len(payloads)
         self.octets = sum(map(len, payloads))
         self._plans: list = [False, False]  # by GSO on; False: not worked out yet
+        self._prefixes: dict[int, tuple[bytes, ...]] = {}  # by interleaved channel
         self.last = False  # the last frame made ahead: the next ones are made after it goes
 
     def plan(self, gso: bool) -> sendmmsg.FramePlan | None:
@@ -287,6 +290,15 @@ class FrameShare:
         if plan is False:
             plan = self._plans[gso] = _frame_plan(self.payloads, gso)
         return plan
+
+    def interleaved_prefixes(self, channel: int) -> tuple[bytes, ...]:
+        """Each packet's ``$``, channel and length (RFC 2326 section 10.12)."""
+        prefixes = self._prefixes.get(channel)
+        if prefixes is None:
+            prefixes = self._prefixes[channel] = tuple(
+                struct.pack("!cBH", b"$", channel, RTP_HEADER_SIZE + len(p))
+                for p in self.payloads)
+        return prefixes
 
 
 class UdpBatch:
@@ -566,7 +578,7 @@ class ConnectionWriter:
 
     def _advance(self, sent: int) -> None:
         out = self._out
-        if sent == self._out_bytes and len(out) <= IOV_LIMIT:
+        if sent == self._out_bytes:
             out.clear()  # all of it (the common case): no walk over the buffers
         else:
             self._out_bytes -= sent
@@ -616,12 +628,6 @@ class ConnectionWriter:
             self._out_sock.close()
 
 
-@functools.lru_cache(maxsize=128)
-def _interleaved_prefixes(channel: int, payloads: tuple[bytes, ...]) -> tuple[bytes, ...]:
-    """Each packet's ``$``, channel and length (RFC 2326 section 10.12), once per frame."""
-    return tuple(struct.pack("!cBH", b"$", channel, RTP_HEADER_SIZE + len(p)) for p in payloads)
-
-
 class InterleavedSink:
     """Packets of one session as ``$`` frames on its RTSP connection (RFC 2326 section 10.12)."""
 
@@ -629,16 +635,16 @@ class InterleavedSink:
         self.writer = writer
         self.rtp_channel, self.rtcp_channel = rtp_channel, rtcp_channel
 
-    def send_rtp(self, headers: Sequence[bytes], payloads: tuple[bytes, ...]) -> int:
+    def send_rtp(self, headers: Sequence[bytes], share: FrameShare) -> int:
         # Prefix, header and payload as buffers of one sendmsg: nothing joined per session,
         # the list laid out by slice assignments (in C).
-        prefixes = _interleaved_prefixes(self.rtp_channel, payloads)
-        parts: list = [b""] * (3 * len(payloads))
-        parts[0::3] = prefixes
+        count = share.count
+        parts: list = [b""] * (3 * count)
+        parts[0::3] = share.interleaved_prefixes(self.rtp_channel)
         parts[1::3] = headers
-        parts[2::3] = payloads
-        size = 4 * len(payloads) + RTP_HEADER_SIZE * len(payloads) + sum(map(len, payloads))
-        return 0 if self.writer.send_media(parts, size) else len(payloads)
+        parts[2::3] = share.payloads
+        size = (4 + RTP_HEADER_SIZE) * count + share.octets
+        return 0 if self.writer.send_media(parts, size) else count
 
     def send_rtcp(self, data: bytes) -> None:
         self.writer.send_media(format_interleaved(self.rtcp_channel, data))
@@ -659,9 +665,9 @@ class HttpSink:
         self.frames: queue.Queue[bytes] = queue.Queue(depth)
         self.frames_dropped = 0
 
-    def send_rtp(self, headers: Sequence[bytes], payloads: tuple[bytes, ...]) -> int:
+    def send_rtp(self, headers: Sequence[bytes], share: FrameShare) -> int:
         try:
-            self.frames.put_nowait(payloads[0])
+            self.frames.put_nowait(share.payloads[0])
             return 0
         except queue.Full:
             self.frames_dropped += 1
@@ -722,7 +728,7 @@ def send_frame(session: Session, sink: Sink, share: FrameShare, timestamp: int,
     if batch is not None and type(sink) is UdpSink and batch.add(session, sink, headers, share):
         dropped = 0  # for now: UdpBatch.flush corrects it
     else:
-        dropped = sink.send_rtp(split_headers(headers), share.payloads)
+        dropped = sink.send_rtp(split_headers(headers), share)
     session.packets_sent += count - dropped
     session.octets_sent += share.octets
     session.frames_sent += 1
@@ -756,17 +762,6 @@ class _Pace:
 # amount every frame while the phases stay put, which keeps pacing errors (intervals) far
 # below the 1 ms target, and it is too short for any player's jitter buffer to notice.
 PASS_QUANTUM = 0.001
-# Grids (PacingScheduler.play): a new PLAY's first frame goes at once; its next ones move
-# once, earlier or later by at most half a frame interval, onto the grid of deadlines of its
-# frame rate (anchored by the first session at that rate), so that every session at a rate
-# shares every pass: one wake-up and one sendmmsg per frame interval for all, as a shared
-# media pipeline has, instead of one per session or group spread over the interval (each
-# wake-up of a Python thread costs a few hundred microseconds of CPU here, mostly caches
-# refilled: bench/pass_micro.py --gap). Only the first interval is off (0.5 to 1.5 frame
-# intervals), well inside any player's jitter buffer; deadlines stay those of frame numbers
-# from the new anchor.
-
-
 # Frames' shares the scheduler keeps: several files' read-ahead windows for many sessions.
 SHARES_KEPT = 512
 
@@ -829,8 +824,15 @@ class PacingScheduler:
         with self._lock:
             pace.order = next(self._counter)
             now = pace.start
+            # One grid of deadlines per frame rate, anchored by the first session at it: the
+            # second frame goes on its point nearest one interval from now (earlier or later
+            # by at most half an interval), so every session at a rate shares every pass:
+            # one wake-up and one sendmmsg per frame interval for all, as a shared media
+            # pipeline has (each wake-up of a Python thread costs a few hundred
+            # microseconds of CPU here, mostly caches refilled: bench/pass_micro.py --gap).
+            # Only the first interval is off (0.5 to 1.5 intervals), well inside any
+            # player's jitter buffer; deadlines stay those of frame numbers.
             anchor = self._grids.setdefault(fps, now)
-            # The second frame on the grid point nearest one interval from now.
             pace.start = anchor + round((now + 1 / fps - anchor) * fps) / fps
             pace.first_frame += 1
             heapq.heappush(self._heap, (now, pace.order, pace))

@@ -448,7 +448,7 @@ def test_a_textbook_session_is_idle_from_the_end_of_its_stream(media_root):
     from mjpeg_rtsp.streaming import PacingScheduler
 
     class Sink:
-        def send_rtp(self, headers, payloads):
+        def send_rtp(self, headers, share):
             return 0
 
         def send_rtcp(self, data):
