@@ -48,6 +48,30 @@ def test_raw_layout_gives_the_same_frames(media_root):
         raw.frame(40)
 
 
+@pytest.mark.parametrize("name", ["short.Mjpeg", "short.mjpeg"])
+def test_reading_ahead_makes_the_next_frames_payloads_with_one_read(media_root, name,
+                                                                   monkeypatch):
+    reference = MjpegFile(str(media_root / name))
+    expected = [reference.rtp_payloads(n, 1400) for n in range(40)]
+    media = MjpegFile(str(media_root / name))
+    reads = []
+    real_pread = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, size, at: reads.append(size) or
+                        real_pread(fd, size, at))
+    media.rtp_payloads(5, 1400)  # one frame: no reading ahead
+    assert len(reads) == 1
+    assert media.rtp_payloads(10, 1400, ahead=8) == expected[10]
+    assert len(reads) == 2  # frames 10-17 in one read
+    assert [media.rtp_payloads(n, 1400) for n in range(10, 18)] == expected[10:18]
+    assert len(reads) == 2  # all cached
+    assert media.rtp_payloads(3, 1400, ahead=8) == expected[3]  # up to cached frame 5
+    assert len(reads) == 3 and [media.rtp_payloads(n, 1400) for n in range(3, 5)] == \
+        expected[3:5]
+    assert media.rtp_payloads(36, 1400, ahead=8) == expected[36]  # up to the last frame
+    assert [media.rtp_payloads(n, 1400) for n in range(36, 40)] == expected[36:]
+    assert len(reads) == 4
+
+
 def test_index_is_shared_between_opens(media_root):
     library = MediaLibrary(str(media_root))
     assert library.open("movie.Mjpeg") is library.open("/movie.Mjpeg/")

@@ -15,6 +15,7 @@ import pytest
 from conftest import RtspTestClient, udp_pair, wait_for
 
 from mjpeg_rtsp import sendmmsg
+from mjpeg_rtsp.media import READ_AHEAD_FRAMES, MediaLibrary
 from mjpeg_rtsp.rtp import PT_JPEG, RtpPacket, pack_header, pack_headers
 from mjpeg_rtsp.rtsp import InterleavedFrame, RtspReader, format_interleaved
 from mjpeg_rtsp.session import (
@@ -22,6 +23,7 @@ from mjpeg_rtsp.session import (
     LowerTransport,
     PayloadFormat,
     Session,
+    SessionState,
     TransportChoice,
 )
 from mjpeg_rtsp.streaming import (
@@ -31,6 +33,7 @@ from mjpeg_rtsp.streaming import (
     PacingScheduler,
     UdpBatch,
     UdpSink,
+    _Pace,
     gso_supported,
     send_frame,
     split_headers,
@@ -403,3 +406,60 @@ def test_a_reply_to_a_reader_that_never_reads_times_out():
         writer.close()
         server_side.close()
         client.close()
+
+
+# --- shares made ahead -------------------------------------------------------------------------
+
+class RecordingSink:
+    """A sink that notes, at each send, which frames' shares the scheduler holds."""
+
+    def __init__(self, scheduler: PacingScheduler) -> None:
+        self.scheduler = scheduler
+        self.held_at_send: list[set[int]] = []
+
+    def send_rtp(self, headers, share) -> int:
+        self.held_at_send.append({key[1] for key in self.scheduler._shares})
+        return 0
+
+    def send_rtcp(self, data: bytes) -> None:
+        pass
+
+
+def playing_session(media, fps: float = 1000.0) -> Session:
+    session = make_session(fps)
+    session.media = media
+    session.state = SessionState.PLAYING
+    return session
+
+
+def test_shares_of_the_next_frames_are_made_after_the_pass_not_in_it(media_root):
+    media = MediaLibrary(str(media_root)).open("short.mjpeg")
+    scheduler = PacingScheduler(1400)
+    sink = RecordingSink(scheduler)
+    session = playing_session(media)
+    pace = _Pace(session, sink, session.generation, 0.0, 0)  # type: ignore[arg-type]
+    scheduler._send_pass([(pace.order, 0.0, pace)])
+    assert sink.held_at_send == [{0}]  # the frame due, and nothing ahead yet
+    assert {key[1] for key in scheduler._shares} == set(range(READ_AHEAD_FRAMES + 1))
+    for _ in range(READ_AHEAD_FRAMES):
+        scheduler._send_pass([(pace.order, 0.0, pace)])
+    assert session.position == READ_AHEAD_FRAMES + 1 and len(sink.held_at_send) == \
+        READ_AHEAD_FRAMES + 1
+    # Frame 8 was the last made ahead: frames 9-16 were made after its pass, not before.
+    assert max(sink.held_at_send[-1]) == READ_AHEAD_FRAMES
+    assert max(key[1] for key in scheduler._shares) == 2 * READ_AHEAD_FRAMES
+
+
+def test_shares_are_dropped_once_nothing_plays(media_root):
+    media = MediaLibrary(str(media_root)).open("short.mjpeg")
+    scheduler = PacingScheduler(1400)
+    sink = RecordingSink(scheduler)
+    session = playing_session(media)
+    scheduler.start()
+    try:
+        scheduler.play(session, sink)  # type: ignore[arg-type]
+        assert wait_for(lambda: session.state is SessionState.READY, 10)  # its 40 frames
+        assert len(sink.held_at_send) == media.frame_count
+        assert wait_for(lambda: not scheduler._shares, 5)  # no file kept open by them
+    finally:
+        scheduler.stop()
